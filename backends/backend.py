@@ -1,0 +1,188 @@
+"""The backend interface: allocation, transfer and the fused optimizer kernels.
+
+Every optimizer kernel works on flat 1-D buffers described by a :class:`Layout`:
+a table of blocks ``(wStart, wStop, segment, gStart)``. A *segment* is one
+parameter tensor (one Variable); a block is a contiguous run of at most
+``blockElems`` elements of one segment. Dense updates read the gradient at the
+same offsets as the weights (``gStart == wStart``); the lazy row-sparse update
+points each block at one row of the weights and one row of a compact gradient.
+
+Per-segment values live in a small ``segParams`` table (columns
+:data:`SEG_COLUMNS`), global scalars in a ``hyper`` vector (fields
+:data:`HYPER_FIELDS`). The kernels compute, per element::
+
+    w   = w * wScale                                   # decoupled weight decay
+    g   = g * gradScale * segGradScale + wdPre * wd * w  # loss scale, clip factors, coupled wd
+    g   = clip(g, -clipValue, clipValue)
+    g   = g + wdPost * wd * w
+    ms  = rho * ms + (1 - rho) * g * g
+    mg  = rho * mg + (1 - rho) * g                     # centered only
+    v   = max(bcMs * ms - (bcMg * mg)**2, 0)  or  bcMs * ms
+    u   = g / (sqrt(v + epsIn) + epsOut)
+    mom = mu * mom + c1 * u ;  w -= c2 * mom + c3 * u  # momentum
+    w  -= lr * u                                       # no momentum
+    w   = clip(w, -clipWeights, clipWeights)
+
+with ``c1 = lr if lrInMomentum else 1``, ``c2 = (mu if nesterov else 1) *
+(1 if lrInMomentum else lr)``, ``c3 = lr if nesterov else 0``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+
+class BackendUnavailableError(RuntimeError):
+    """A named backend cannot run here: its package or its device is missing."""
+
+
+SEG_COLUMNS = ("lr", "wd", "wScale", "gradScale")
+HYPER_FIELDS = (
+    "gradScale", "clipValue", "wdPre", "wdPost", "rho", "oneMinusRho", "epsIn", "epsOut",
+    "mu", "lrInMomentum", "nesterov", "clipWeights", "bcMs", "bcMg",
+)
+HYPER_INDEX = {name: i for i, name in enumerate(HYPER_FIELDS)}
+
+
+def hyper_vector(**values: float) -> np.ndarray:
+    """Pack named global scalars into the float64 ``hyper`` vector; missing fields get neutral values."""
+    hyper = np.array([1.0, np.inf, 1.0, 0.0, 0.9, 0.1, 0.0, 1e-8, 0.0, 1.0, 0.0, np.inf, 1.0, 1.0])
+    for name, value in values.items():
+        hyper[HYPER_INDEX[name]] = value
+    return hyper
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Blocks of flat buffers that a kernel walks; ``blocks`` lives where the backend computes."""
+
+    blocks: Any
+    hostBlocks: np.ndarray
+    numSegments: int
+    size: int
+    dense: bool
+
+
+def build_blocks(wOffsets: np.ndarray, sizes: np.ndarray, gOffsets: np.ndarray, blockElems: int) -> np.ndarray:
+    """Split each segment ``[wOffset, wOffset + size)`` into blocks of at most ``blockElems`` elements.
+
+    Returns an int64 array of rows ``(wStart, wStop, segment, gStart)``; empty segments get no block.
+    """
+    sizes = np.asarray(sizes, dtype=np.int64)
+    counts = -(-sizes // blockElems)
+    seg = np.repeat(np.arange(sizes.size, dtype=np.int64), counts)
+    first = np.cumsum(counts) - counts
+    within = np.arange(seg.size, dtype=np.int64) - np.repeat(first, counts)
+    start = within * blockElems
+    stop = np.minimum(start + blockElems, sizes[seg])
+    wBase = np.asarray(wOffsets, dtype=np.int64)[seg]
+    gBase = np.asarray(gOffsets, dtype=np.int64)[seg]
+    return np.stack([wBase + start, wBase + stop, seg, gBase + start], axis=1) if seg.size else np.zeros((0, 4), np.int64)
+
+
+class Backend:
+    """Base class of the array backends; subclasses provide the array module and the kernels.
+
+    Attributes
+    ----------
+    name : str
+        Registry name (``numpy``, ``numba``, ``cupy``).
+    xp : module
+        The NumPy-compatible array module arrays of this backend belong to.
+    blockElems : int
+        Largest number of elements in one kernel block.
+    dtypesSupported : tuple of numpy dtypes
+        Parameter dtypes the kernels accept.
+    """
+
+    name = "base"
+    xp: Any = np
+    blockElems = 1 << 16
+    dtypesSupported = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+    # --- arrays ---------------------------------------------------------------------------------
+    def to_device(self, array: Any, dtype: Optional[Any] = None) -> Any:
+        """Copy a host (or any backend's) array into this backend's memory."""
+        return self.xp.asarray(self.to_host(array) if not isinstance(array, self.array_type) else array, dtype=dtype)
+
+    def to_host(self, array: Any) -> np.ndarray:
+        """Return ``array`` as a host NumPy array (a copy only when it lives on a device)."""
+        get = getattr(array, "get", None)
+        return np.asarray(get() if callable(get) and not isinstance(array, np.ndarray) else array)
+
+    @property
+    def array_type(self) -> type:
+        """The array class of this backend."""
+        return self.xp.ndarray
+
+    def owns(self, array: Any) -> bool:
+        """Whether ``array`` is an array of this backend."""
+        return isinstance(array, self.array_type)
+
+    def zeros(self, shape: Any, dtype: Any = np.float32) -> Any:
+        return self.xp.zeros(shape, dtype=dtype)
+
+    def empty(self, shape: Any, dtype: Any = np.float32) -> Any:
+        return self.xp.empty(shape, dtype=dtype)
+
+    def full(self, shape: Any, value: float, dtype: Any = np.float32) -> Any:
+        return self.xp.full(shape, value, dtype=dtype)
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (a no-op on the CPU)."""
+
+    # --- layouts --------------------------------------------------------------------------------
+    def make_layout(self, sizes: Sequence[int], wOffsets: Optional[Sequence[int]] = None,
+                    gOffsets: Optional[Sequence[int]] = None) -> Layout:
+        """Describe segments of flat buffers for the kernels.
+
+        ``wOffsets`` default to the segments packed back to back; ``gOffsets`` default to ``wOffsets``
+        (a dense update). Different ``gOffsets`` give a gather from a compact gradient (lazy rows).
+        """
+        sizes = np.asarray(sizes, dtype=np.int64)
+        if wOffsets is None:
+            wOffsets = np.cumsum(sizes) - sizes
+        wOffsets = np.asarray(wOffsets, dtype=np.int64)
+        dense = gOffsets is None
+        gOffsets = wOffsets if dense else np.asarray(gOffsets, dtype=np.int64)
+        host = build_blocks(wOffsets, sizes, gOffsets, self.blockElems)
+        return Layout(self.layout_blocks(host), host, int(sizes.size), int(sizes.sum()), dense)
+
+    def layout_blocks(self, hostBlocks: np.ndarray) -> Any:
+        """Move a block table to where this backend's kernels read it."""
+        return hostBlocks
+
+    def seg_params(self, table: np.ndarray, dtype: Any) -> Any:
+        """Put a host ``(segments, 4)`` parameter table where the kernels read it, in the compute dtype."""
+        return np.ascontiguousarray(table, dtype=dtype)
+
+    # --- kernels (subclasses) -------------------------------------------------------------------
+    def rmsprop_update(self, w: Any, g: Any, ms: Any, mg: Optional[Any], mom: Optional[Any],
+                       layout: Layout, segParams: Any, hyper: np.ndarray) -> None:
+        """Fused in-place RMSProp step over ``layout`` (formula in this module's docstring).
+
+        ``mg`` is None unless centered, ``mom`` None unless momentum is on. ``segParams`` comes
+        from :meth:`seg_params`, ``hyper`` from :func:`hyper_vector`.
+        """
+        raise NotImplementedError
+
+    def sgd_update(self, w: Any, g: Any, layout: Layout, segParams: Any, hyper: np.ndarray) -> None:
+        """In-place ``w = w * wScale - lr * g * gradScale * segGradScale`` per segment."""
+        raise NotImplementedError
+
+    def segment_sumsq(self, g: Any, layout: Layout) -> np.ndarray:
+        """Sum of squares of ``g`` per segment of ``layout`` (float64, on the host), in one pass.
+
+        A segment's value is non-finite exactly when one of its elements is: this one reduction
+        serves both the finiteness check and norm clipping.
+        """
+        raise NotImplementedError
+
+    def copy_cast(self, dst: Any, src: Any) -> None:
+        """``dst[...] = src`` with a dtype cast, in place."""
+        dst[...] = src
+
+    def __repr__(self) -> str:
+        return f"<backend {self.name}>"

@@ -1,0 +1,87 @@
+"""Numba backend: fused ``@njit(parallel=True)`` loops over flat host buffers.
+
+Each kernel is one ``prange`` over the layout's blocks; inside a block the loop
+runs over slice views from index 0 (absolute indices defeat vectorization) in
+the state dtype (float32 scalars keep float32 math). ``error_model="numpy"`` is
+essential for SIMD. Kernels are cached on disk (``cache=True``), so only the
+first process on a machine pays the compile time.
+
+Numba has no float16 arithmetic on the CPU: float16 parameters go through
+float32 scratch copies around the same kernel.
+"""
+from __future__ import annotations
+
+import importlib.util
+from typing import Any, Optional
+
+import numpy as np
+
+from backends.backend import Backend, Layout
+
+# Fast-math without 'nnan'/'ninf': infinities are the "no clipping" bounds, and NaNs must propagate.
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+
+def probe() -> Optional[str]:
+    if importlib.util.find_spec("numba") is None:
+        return "the package 'numba' is not installed (pip install numba)"
+    return None
+
+
+def create() -> "NumbaBackend":
+    return NumbaBackend()
+
+
+def _kernels():
+    """Compile (or load from the disk cache) the kernels; imported lazily so that numpy-only runs skip numba."""
+    from backends import numba_kernels
+
+    return numba_kernels
+
+
+class NumbaBackend(Backend):
+    """Host arrays, Numba-compiled fused kernels."""
+
+    name = "numba"
+    xp = np
+    blockElems = 1 << 14
+
+    def __init__(self) -> None:
+        self.kernels = _kernels()
+        self._scratch: dict[str, np.ndarray] = {}
+
+    def _f32(self, key: str, array: np.ndarray) -> np.ndarray:
+        """A float32 copy of ``array`` in a reused scratch buffer."""
+        buf = self._scratch.get(key)
+        if buf is None or buf.size < array.size:
+            buf = self._scratch[key] = np.empty(array.size, np.float32)
+        out = buf[:array.size]
+        np.copyto(out, array, casting="unsafe")
+        return out
+
+    def seg_params(self, table: np.ndarray, dtype: Any) -> np.ndarray:
+        return np.ascontiguousarray(table, dtype=np.float32 if np.dtype(dtype) == np.float16 else dtype)
+
+    def rmsprop_update(self, w: np.ndarray, g: np.ndarray, ms: np.ndarray, mg: Optional[np.ndarray],
+                       mom: Optional[np.ndarray], layout: Layout, segParams: np.ndarray, hyper: np.ndarray) -> None:
+        half = w.dtype == np.float16
+        wc = self._f32("w", w) if half else w
+        gc = self._f32("g", g) if g.dtype == np.float16 else g
+        empty = ms[:0]
+        self.kernels.rmsprop(wc, gc, ms, empty if mg is None else mg, empty if mom is None else mom,
+                             layout.blocks, segParams, hyper.astype(ms.dtype), mg is not None, mom is not None)
+        if half:
+            np.copyto(w, wc, casting="unsafe")
+
+    def sgd_update(self, w: np.ndarray, g: np.ndarray, layout: Layout, segParams: np.ndarray,
+                   hyper: np.ndarray) -> None:
+        half = w.dtype == np.float16
+        wc = self._f32("w", w) if half else w
+        gc = self._f32("g", g) if g.dtype == np.float16 else g
+        self.kernels.sgd(wc, gc, layout.blocks, segParams, hyper.astype(wc.dtype))
+        if half:
+            np.copyto(w, wc, casting="unsafe")
+
+    def segment_sumsq(self, g: np.ndarray, layout: Layout) -> np.ndarray:
+        partial = self.kernels.block_sumsq(g if g.dtype != np.float16 else self._f32("g", g), layout.blocks)
+        return np.bincount(layout.hostBlocks[:, 2], weights=partial, minlength=layout.numSegments)

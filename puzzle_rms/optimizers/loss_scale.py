@@ -1,0 +1,53 @@
+"""Dynamic loss scaling for mixed precision: skip overflowing steps, lower the scale, raise it again later."""
+from __future__ import annotations
+
+from puzzle_rms.validation import check_range
+
+
+class DynamicLossScale:
+    """A loss scale that adapts to overflow (as torch's GradScaler and Keras' LossScaleOptimizer do).
+
+    Multiply the loss gradient by ``scale`` before ``backward``; the optimizer
+    divides it out. When a gradient is not finite the step is skipped (no
+    parameter or state changes) and ``scale *= backoffFactor``; after
+    ``growthInterval`` finite steps in a row ``scale *= growthFactor``.
+
+    Parameters
+    ----------
+    initialScale : float
+        Starting scale (2**15 by default).
+    growthFactor, backoffFactor : float
+        Factors applied after a run of good steps / after an overflow.
+    growthInterval : int
+        Number of consecutive finite steps before growing.
+    minScale : float
+        The scale never goes below this.
+    """
+
+    def __init__(self, initialScale: float = 2.0 ** 15, growthFactor: float = 2.0, backoffFactor: float = 0.5,
+                 growthInterval: int = 2000, minScale: float = 1.0) -> None:
+        owner = "DynamicLossScale"
+        self.scale = check_range(owner, "initialScale", initialScale, 0.0, lowOpen=True)
+        self.growthFactor = check_range(owner, "growthFactor", growthFactor, 1.0)
+        self.backoffFactor = check_range(owner, "backoffFactor", backoffFactor, 0.0, 1.0, lowOpen=True)
+        self.growthInterval = int(check_range(owner, "growthInterval", growthInterval, 1.0))
+        self.minScale = check_range(owner, "minScale", minScale, 0.0, lowOpen=True)
+        self.goodSteps = 0
+
+    def record(self, finite: bool) -> None:
+        """Adapt the scale after a step whose gradients were (not) all finite."""
+        if finite:
+            self.goodSteps += 1
+            if self.goodSteps >= self.growthInterval:
+                self.scale *= self.growthFactor
+                self.goodSteps = 0
+        else:
+            self.scale = max(self.scale * self.backoffFactor, self.minScale)
+            self.goodSteps = 0
+
+    def state(self) -> dict:
+        """What a checkpoint must keep to resume the scaler exactly."""
+        return {"scale": self.scale, "goodSteps": self.goodSteps}
+
+    def loadState(self, state: dict) -> None:
+        self.scale, self.goodSteps = float(state["scale"]), int(state["goodSteps"])

@@ -1,0 +1,42 @@
+"""Argument checks shared by every public constructor: each error names the argument, the value and the expectation."""
+from __future__ import annotations
+
+import math
+from numbers import Real
+from typing import Any
+
+
+def check_real(owner: str, name: str, value: Any) -> float:
+    """``value`` as a finite float, or TypeError/ValueError naming ``owner``'s argument ``name``."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{owner}: {name} must be a real number, got {value!r} ({type(value).__name__})")
+    if not math.isfinite(value):
+        raise ValueError(f"{owner}: {name} must be finite, got {value!r}")
+    return float(value)
+
+
+def check_range(owner: str, name: str, value: Any, low: float, high: float = math.inf,
+                lowOpen: bool = False, highOpen: bool = False) -> float:
+    """``value`` as a float in the interval given by ``low``/``high`` (closed unless marked open)."""
+    value = check_real(owner, name, value)
+    if value < low or value > high or (lowOpen and value == low) or (highOpen and value == high):
+        left, right = "(" if lowOpen else "[", ")" if highOpen or high == math.inf else "]"
+        raise ValueError(f"{owner}: {name} must be in {left}{low:g}, {high:g}{right}, got {value!r}")
+    return value
+
+
+def check_optional_positive(owner: str, name: str, value: Any) -> float | None:
+    """None, or a float > 0."""
+    return None if value is None else check_range(owner, name, value, 0.0, lowOpen=True)
+
+
+def check_bool(owner: str, name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{owner}: {name} must be True or False, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def check_choice(owner: str, name: str, value: Any, choices: tuple) -> Any:
+    if value not in choices:
+        raise ValueError(f"{owner}: {name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
