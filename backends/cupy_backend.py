@@ -29,7 +29,7 @@ __device__ __forceinline__ double load(double x) { return x; }
 __device__ __forceinline__ void store(unsigned short* p, float x) { unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x)); *p = h; }
 __device__ __forceinline__ void store(float* p, float x) { *p = x; }
 __device__ __forceinline__ void store(double* p, double x) { *p = x; }
-template <typename S> __device__ __forceinline__ S clip(S x, S bound) { return x < -bound ? -bound : (x > bound ? bound : x); }
+template <typename X> __device__ __forceinline__ X clip(X x, X bound) { return x < -bound ? -bound : (x > bound ? bound : x); }
 
 extern "C" __global__ void rmsprop(
     T* __restrict__ w, const G* __restrict__ g, S* __restrict__ ms, S* __restrict__ mg, S* __restrict__ mom,

@@ -1,0 +1,6 @@
+"""Containers: Sequential (a chain) and Graph (a DAG of module nodes)."""
+from puzzle_rms.containers.graph import Graph
+from puzzle_rms.containers.sequential import Sequential
+from puzzle_rms.modules.module import Node
+
+__all__ = ["Graph", "Node", "Sequential"]
