@@ -18,7 +18,8 @@ from backends.backend import HYPER_FIELDS, Backend, Layout
 
 THREADS = 256
 
-_INSTALL_HINT = "pip install 'puzzle_rms[cuda12]' (CUDA 12) or 'puzzle_rms[cuda13]' (CUDA 13)"
+_INSTALL_HINT = ("pip install cupy-cuda12x (CUDA 12) or cupy-cuda13x (CUDA 13); from a puzzle_rms clone: "
+                 "pip install -e '.[cuda12]' or '.[cuda13]'")
 
 _CTYPES = {np.dtype(np.float16): "unsigned short", np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 

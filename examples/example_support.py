@@ -1,0 +1,78 @@
+"""What the example scripts share: the command line, backend selection and the loss-curve plot."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import backends
+
+EXAMPLES_DIR = Path(__file__).resolve().parent
+
+
+def select_backend(name: Optional[str]) -> backends.Backend:
+    """Make backend ``name`` current; None keeps the current one (chosen from ``PUZZLE_RMS_BACKEND`` at first use).
+
+    Raises ValueError for an unknown name and BackendUnavailableError for a backend that cannot run here.
+    """
+    return backends.current() if name is None else backends.use(name)
+
+
+def parse_args(description: str, epochs: int, plotName: str,
+               argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """The options every example takes: ``--backend``, ``--epochs``, ``--seed`` and ``--plot``/``--no-plot``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--backend", choices=backends.NAMES, default=None,
+                        help=f"array backend (default: ${backends.ENV_VAR}, else auto)")
+    parser.add_argument("--epochs", type=_positive_int, default=epochs, help=f"passes over the data (default {epochs})")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data split, initial weights and shuffling")
+    parser.add_argument("--plot", type=Path, default=EXAMPLES_DIR / plotName,
+                        help="where to write the loss-curve PNG (needs matplotlib)")
+    parser.add_argument("--no-plot", dest="plot", action="store_const", const=None, help="write no plot")
+    return parser.parse_args(argv)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def run(main: Callable[[argparse.Namespace], dict], args: argparse.Namespace) -> int:
+    """Call ``main(args)``; a backend that cannot run here ends the script with its message and exit status 2."""
+    try:
+        main(args)
+    except backends.BackendUnavailableError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def save_loss_plot(path: Optional[Path], curves: dict[str, list[float]], title: str, ylabel: str) -> Optional[Path]:
+    """Plot each named per-epoch curve to ``path`` as a PNG; return the path, or None (no path, or no matplotlib)."""
+    if path is None:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("note: matplotlib is not installed, so no loss plot was written (pip install -e \".[plot]\")")
+        return None
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for label, values in curves.items():
+        axes.plot(range(1, len(values) + 1), values, marker="o" if len(values) < 30 else None, label=label)
+    axes.set_xlabel("epoch")
+    axes.set_ylabel(ylabel)
+    axes.set_yscale("log")
+    axes.set_title(title)
+    axes.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    print(f"loss curve written to {path}")
+    return path

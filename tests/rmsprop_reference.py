@@ -1,0 +1,71 @@
+"""An independent plain-NumPy statement of RMSProp and SGD, and a driver that runs an optimizer over given gradients.
+
+The reference is written from the textbook formula, in float64, one step and
+one tensor at a time, without any code from ``backends`` or ``puzzle_rms``::
+
+    ms  = factor * ms + (1 - factor) * g**2
+    den = sqrt(ms + eps)   if epsInSqrt   else   sqrt(ms) + eps
+    w   = w - lr * mult * g / den
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+import backends
+
+SHAPES = [(3, 4), (7,), (2, 3, 5), (1,), (150, 130)]  # the last spans several kernel blocks
+
+
+def random_problem(gen: np.random.Generator, shapes: Sequence[tuple], steps: int,
+                   dtype: Any = np.float32) -> tuple[list[np.ndarray], list[list[np.ndarray]]]:
+    """Initial weights and, per step, one gradient per tensor whose scale changes from step to step (1e-2 .. 10)."""
+    weights = [gen.standard_normal(shape).astype(dtype) for shape in shapes]
+    grads = [[(10.0 ** gen.uniform(-2, 1) * gen.standard_normal(shape)).astype(dtype) for shape in shapes]
+             for _ in range(steps)]
+    return weights, grads
+
+
+def rmsprop_reference(weights: Sequence[np.ndarray], grads: Sequence[Sequence[np.ndarray]],
+                      learnRates: Sequence[float], factor: float, epsilon: float, epsInSqrt: bool,
+                      multipliers: Optional[Sequence[float]] = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Weights and mean squares after ``len(grads)`` steps of plain RMSProp (float64, zero initial state)."""
+    w = [np.array(x, dtype=np.float64) for x in weights]
+    ms = [np.zeros_like(x) for x in w]
+    multipliers = [1.0] * len(w) if multipliers is None else multipliers
+    for stepGrads, lr in zip(grads, learnRates):
+        for i, g in enumerate(stepGrads):
+            g = np.asarray(g, dtype=np.float64)
+            ms[i] = factor * ms[i] + (1 - factor) * g * g
+            den = np.sqrt(ms[i] + epsilon) if epsInSqrt else np.sqrt(ms[i]) + epsilon
+            w[i] = w[i] - lr * multipliers[i] * g / den
+    return w, ms
+
+
+def sgd_reference(weights: Sequence[np.ndarray], grads: Sequence[Sequence[np.ndarray]], learnRates: Sequence[float],
+                  multipliers: Optional[Sequence[float]] = None) -> list[np.ndarray]:
+    """Weights after plain gradient descent ``w -= lr * mult * g`` (float64)."""
+    w = [np.array(x, dtype=np.float64) for x in weights]
+    multipliers = [1.0] * len(w) if multipliers is None else multipliers
+    for stepGrads, lr in zip(grads, learnRates):
+        for i, g in enumerate(stepGrads):
+            w[i] = w[i] - lr * multipliers[i] * np.asarray(g, dtype=np.float64)
+    return w
+
+
+def run_optimizer(optimizer: Any, variables: Sequence[Any], grads: Sequence[Sequence[np.ndarray]],
+                  learnRates: Sequence[float], useGlobalState: bool) -> list[np.ndarray]:
+    """Set ``optimizer`` up on ``variables``, then per step set ``learnRate`` and the gradients and update.
+
+    Returns the final weights as host arrays.
+    """
+    backend = backends.current()
+    optimizer.setupOn(list(variables), useGlobalState=useGlobalState)
+    for stepGrads, lr in zip(grads, learnRates):
+        optimizer.learnRate = lr
+        optimizer.zeroGradParams()
+        for var, g in zip(variables, stepGrads):
+            var.grad[...] = backend.to_device(g)
+        assert optimizer.update() is True
+    return [backend.to_host(var.data) for var in variables]
