@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import math
-from numbers import Real
+from numbers import Integral, Real
 from typing import Any
+
+import numpy as np
 
 
 def check_real(owner: str, name: str, value: Any) -> float:
@@ -39,4 +41,28 @@ def check_bool(owner: str, name: str, value: Any) -> bool:
 def check_choice(owner: str, name: str, value: Any, choices: tuple) -> Any:
     if value not in choices:
         raise ValueError(f"{owner}: {name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def check_optional_str(owner: str, name: str, value: Any) -> str | None:
+    """None, or a str."""
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{owner}: {name} must be a str or None, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def check_int(owner: str, name: str, value: Any, low: int) -> int:
+    """``value`` as an int >= ``low`` (bool and non-integral numbers are rejected)."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{owner}: {name} must be an integer, got {value!r} ({type(value).__name__})")
+    if value < low:
+        raise ValueError(f"{owner}: {name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def check_rng(owner: str, name: str, value: Any) -> Any:
+    """None, or a numpy.random.Generator."""
+    if value is not None and not isinstance(value, np.random.Generator):
+        raise TypeError(f"{owner}: {name} must be a numpy.random.Generator (np.random.default_rng(seed)) or None, "
+                        f"got {value!r} ({type(value).__name__})")
     return value

@@ -6,6 +6,7 @@ from typing import Any, Optional
 import numpy as np
 
 import backends
+from puzzle_rms.validation import check_optional_str, check_range
 
 
 class Variable:
@@ -34,16 +35,16 @@ class Variable:
     def __init__(self, data: Any, grad: Optional[Any] = None, name: Optional[str] = None,
                  learnRate: float = 1.0) -> None:
         backend = backends.current()
+        self.name = check_optional_str("Variable", "name", name)
+        self.learnRate = check_range(f"Variable {name!r}", "learnRate", learnRate, 0.0)
         self._pinned = False
         self._data = data if backend.owns(data) else backend.to_device(data)
         if self._data.dtype not in backend.dtypesSupported:
             raise TypeError(f"Variable {name!r}: dtype {self._data.dtype} is not supported; expected one of "
                             f"{[str(d) for d in backend.dtypesSupported]}")
-        self._grad = backend.zeros(self._data.shape, self._data.dtype) if grad is None else None
+        self._grad = backend.zeros(self._data.shape, self._data.dtype)
         if grad is not None:
-            self.grad = grad
-        self.name = name
-        self.learnRate = learnRate
+            self.grad = grad  # checked against the zeros' shape and dtype, then bound
 
     @property
     def data(self) -> Any:

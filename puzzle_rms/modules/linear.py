@@ -6,7 +6,7 @@ from typing import Any, Optional
 import numpy as np
 
 from puzzle_rms.modules.module import Module
-from puzzle_rms.validation import check_bool, check_choice, check_real
+from puzzle_rms.validation import check_bool, check_choice, check_real, check_rng
 from puzzle_rms.variable import Variable
 
 INIT_SCHEMES = ("xavier", "he")
@@ -52,7 +52,7 @@ class Linear(Module):
         self.useBias = check_bool("Linear", "useBias", useBias)
         initscheme = check_choice("Linear", "initscheme", "xavier" if initscheme is None else initscheme,
                                   INIT_SCHEMES)
-        gen = np.random if rng is None else rng
+        gen = np.random if check_rng("Linear", "rng", rng) is None else rng
         if initscheme == "xavier":
             bound = np.sqrt(6.0 / (insize + outsize))
             W = gen.uniform(-bound, bound, size=(insize, outsize))

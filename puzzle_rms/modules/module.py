@@ -13,6 +13,8 @@ from typing import Any, Optional
 import numpy as np
 
 import backends
+from puzzle_rms.checkpoint import loadModule, saveModule
+from puzzle_rms.validation import check_optional_str
 from puzzle_rms.variable import Variable
 
 
@@ -44,7 +46,7 @@ class Module:
     """
 
     def __init__(self, name: Optional[str] = None) -> None:
-        self.name = name
+        self.name = check_optional_str(type(self).__name__, "name", name)
         self.vars: dict[str, Variable] = {}
         self.modules: dict[str, Module] = {}
         self.train = True
@@ -159,6 +161,20 @@ class Module:
                                            name=var.name, learnRate=var.learnRate)
         for child in self.modules.values():
             child.calcMode(dtype)
+
+    # --- checkpoints ----------------------------------------------------------------------------
+    def save(self, path: str) -> None:
+        """Write every parameter (``getVarTable()``) to ``path``, an .npz file, atomically.
+
+        See :mod:`puzzle_rms.checkpoint`; ``saveTraining`` saves the module with its optimizer.
+        """
+        saveModule(path, self)
+
+    def load(self, path: str) -> None:
+        """Load parameters written by :meth:`save` in place; names, shapes and dtypes must all match
+        (every mismatch is listed in the error, and nothing is modified). An optimizer with float32 master
+        weights keeps its own copy: load it too (``puzzle_rms.checkpoint.loadTraining``)."""
+        loadModule(path, self)
 
     # --- graphs ---------------------------------------------------------------------------------
     def node(self, *parents: Node) -> Node:

@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from backends import Backend
+from puzzle_rms.sparse import RowSparseVariable, rows_layout
 from puzzle_rms.variable import Variable
 
 
@@ -52,10 +53,14 @@ class Bucket:
         Name -> initial value of each state buffer (e.g. ``{"ms": 0.0}``).
     masterWeights : bool
         Keep a float32 copy of float16 parameters that the kernel updates.
+    lazyRows : bool
+        Update :class:`~puzzle_rms.sparse.RowSparseVariable` segments lazily: only the rows listed in
+        their ``rowGrad`` (see :meth:`sparseRows`); the dense layout and ``zeroGrads`` skip them.
     """
 
     def __init__(self, backend: Backend, names: Sequence[str], variables: Sequence[Variable], groups: Sequence[int],
-                 decays: Sequence[bool], flat: bool, stateInit: dict[str, float], masterWeights: bool) -> None:
+                 decays: Sequence[bool], flat: bool, stateInit: dict[str, float], masterWeights: bool,
+                 lazyRows: bool = False) -> None:
         self.backend = backend
         self.names = list(names)
         self.variables = list(variables)
@@ -65,7 +70,13 @@ class Bucket:
         self.sizes = np.array([v.size for v in variables], dtype=np.int64)
         self.offsets = np.cumsum(self.sizes) - self.sizes
         self.size = int(self.sizes.sum())
-        self.layout = backend.make_layout(self.sizes)
+        self.rowSegments = [i for i, var in enumerate(variables) if isinstance(var, RowSparseVariable)]
+        self.lazyRows = lazyRows and bool(self.rowSegments)
+        denseSizes = self.sizes.copy()
+        if self.lazyRows:
+            denseSizes[self.rowSegments] = 0
+        self.layout = backend.make_layout(denseSizes, self.offsets)
+        self._denseRuns = _runs(self.offsets, denseSizes)
         self.segGroup = np.asarray(groups, dtype=np.int64)
         self.segMult = np.array([float(v.learnRate) for v in variables])
         self.segDecay = np.asarray(decays, dtype=np.float64)
@@ -96,10 +107,35 @@ class Bucket:
         return {name: buf[offset:offset + size].reshape(shape) for name, buf in self.state.items()}
 
     def zeroGrads(self) -> None:
-        if self.flat:
+        """Zero the dense gradients (not those of lazily updated segments, never written) and drop pending rows."""
+        if self.flat and not self.lazyRows:
             self.g.fill(0)
-        else:
+        elif self.flat:
+            for start, stop in self._denseRuns:
+                self.g[start:stop].fill(0)
+        elif not self.lazyRows:
             self.variables[0].grad.fill(0)
+        for i in self.rowSegments:
+            self.variables[i].rowGrad.clear()
+
+    def sparseRows(self) -> Optional["RowsView"]:
+        """Take in the pending row-sparse gradients of this bucket's RowSparseVariables.
+
+        Dense mode: add them into the dense gradients (then the ordinary step gives the dense numbers)
+        and return None. Lazy mode: return a :class:`RowsView` of the listed rows, or None when no row
+        is pending. Either way nothing else is modified.
+        """
+        if not self.rowSegments:
+            return None
+        if not self.lazyRows:
+            for i in self.rowSegments:
+                var = self.variables[i]
+                var.rowGrad.scatterInto(var.grad)
+                var.rowGrad.clear()
+            return None
+        parts = [(i, *self.variables[i].rowGrad.coalesce()) for i in self.rowSegments]
+        parts = [part for part in parts if part[1].shape[0]]
+        return RowsView(self, parts) if parts else None
 
     # --- per-segment parameters -----------------------------------------------------------------
     def segParams(self, groupLr: np.ndarray, groupWd: np.ndarray, groupWdd: np.ndarray,
@@ -126,6 +162,58 @@ class Bucket:
         if self.flat:
             for var in self.variables:
                 var.unpin()
+
+
+class RowsView:
+    """The rows listed in the pending row-sparse gradients of one bucket, shaped like a Bucket for a kernel step.
+
+    ``weights()`` and ``state`` are the bucket's own flat buffers; ``grads()`` is the compact buffer of the
+    (coalesced) rows and ``layout`` has one segment per row, pointing at that row of the weights and state
+    and at its row of the compact gradient. One kernel call updates every listed row and nothing else.
+
+    Parameters
+    ----------
+    bucket : Bucket
+    parts : list of (segment, indices, rows)
+        Per RowSparseVariable: its segment in the bucket, unique row indices and the summed rows.
+    """
+
+    def __init__(self, bucket: Bucket, parts: list[tuple[int, Any, Any]]) -> None:
+        backend = bucket.backend
+        self.bucket = bucket
+        self.state = bucket.state
+        self.g = backend.xp.concatenate([rows.reshape(-1) for _, _, rows in parts])
+        self.layout = rows_layout(backend, [(int(bucket.offsets[segment]), backend.to_host(indices), rows.shape[1])
+                                            for segment, indices, rows in parts])
+        self.rowSegment = np.repeat(np.array([segment for segment, _, _ in parts], dtype=np.int64),
+                                    [indices.shape[0] for _, indices, _ in parts])
+        self._rowSegmentDevice = backend.xp.asarray(self.rowSegment)
+
+    def weights(self) -> Any:
+        return self.bucket.weights()
+
+    def grads(self) -> Any:
+        return self.g
+
+    def segmentSumsq(self) -> np.ndarray:
+        """Sum of squares of the rows, per segment of the bucket (zero for segments without rows)."""
+        perRow = self.bucket.backend.segment_sumsq(self.g, self.layout)
+        return np.bincount(self.rowSegment, weights=perRow, minlength=self.bucket.sizes.size)
+
+    def segParams(self, bucketParams: Any) -> Any:
+        """The bucket's per-segment parameter table repeated for each row's segment."""
+        return bucketParams[self._rowSegmentDevice]
+
+
+def _runs(offsets: np.ndarray, sizes: np.ndarray) -> list[tuple[int, int]]:
+    """Maximal ``(start, stop)`` runs covered by the non-empty segments ``[offset, offset + size)``."""
+    runs: list[tuple[int, int]] = []
+    for offset, size in zip(offsets.tolist(), sizes.tolist()):
+        if size and runs and runs[-1][1] == offset:
+            runs[-1] = (runs[-1][0], offset + size)
+        elif size:
+            runs.append((offset, offset + size))
+    return runs
 
 
 def _flat_view(name: str, var: Variable, what: str) -> Any:

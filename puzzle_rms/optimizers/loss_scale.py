@@ -1,7 +1,7 @@
 """Dynamic loss scaling for mixed precision: skip overflowing steps, lower the scale, raise it again later."""
 from __future__ import annotations
 
-from puzzle_rms.validation import check_range
+from puzzle_rms.validation import check_int, check_range
 
 
 class DynamicLossScale:
@@ -30,7 +30,7 @@ class DynamicLossScale:
         self.scale = check_range(owner, "initialScale", initialScale, 0.0, lowOpen=True)
         self.growthFactor = check_range(owner, "growthFactor", growthFactor, 1.0)
         self.backoffFactor = check_range(owner, "backoffFactor", backoffFactor, 0.0, 1.0, lowOpen=True)
-        self.growthInterval = int(check_range(owner, "growthInterval", growthInterval, 1.0))
+        self.growthInterval = check_int(owner, "growthInterval", growthInterval, 1)
         self.minScale = check_range(owner, "minScale", minScale, 0.0, lowOpen=True)
         self.goodSteps = 0
 

@@ -21,6 +21,7 @@ import backends
 from puzzle_rms.optimizers.buckets import Bucket, ParamGroup
 from puzzle_rms.optimizers.loss_scale import DynamicLossScale
 from puzzle_rms.optimizers.schedules import learn_rate_at, validate_learn_rate
+from puzzle_rms.sparse import RowSparseVariable
 from puzzle_rms.validation import check_bool, check_choice, check_optional_positive, check_range
 from puzzle_rms.variable import Variable
 
@@ -30,6 +31,7 @@ class NonFiniteGradientError(FloatingPointError):
 
 
 NON_FINITE_POLICIES = ("raise", "skip", "ignore")
+SPARSE_UPDATES = ("dense", "lazy")
 GROUP_KEYS = ("params", "learnRate", "weightDecay", "decoupledWeightDecay", "decayFilter")
 
 
@@ -70,11 +72,17 @@ class Optimizer:
         What to do with a NaN/inf gradient: raise :class:`NonFiniteGradientError` naming the first
         offending variable, or skip the step (counted in ``skippedSteps``); either way parameters and
         state are untouched. "ignore" runs no check. A DynamicLossScale always skips.
+    sparseUpdate : {"dense", "lazy"}
+        How row-sparse gradients (:class:`~puzzle_rms.sparse.RowSparseVariable`, e.g. an Embedding) are
+        applied: "dense" adds the rows into the dense gradient and takes the ordinary step (the same
+        numbers as a dense gradient; Keras 3); "lazy" updates only the listed rows and their state, in
+        one extra kernel call over those rows (TF1 and MindSpore sparse ops). Norm clipping and the
+        finiteness check see the rows either way.
     """
 
     def __init__(self, learnRate: Any = 1e-3, nodeinfo: Any = None, lossScale: Union[float, DynamicLossScale] = 1.0,
                  clipNorm: Optional[float] = None, globalClipNorm: Optional[float] = None,
-                 nonFinite: str = "raise") -> None:
+                 nonFinite: str = "raise", sparseUpdate: str = "dense") -> None:
         owner = type(self).__name__
         self.learnRate = validate_learn_rate(owner, learnRate)
         if not isinstance(lossScale, DynamicLossScale):
@@ -83,6 +91,10 @@ class Optimizer:
         self.clipNorm = check_optional_positive(owner, "clipNorm", clipNorm)
         self.globalClipNorm = check_optional_positive(owner, "globalClipNorm", globalClipNorm)
         self.nonFinite = check_choice(owner, "nonFinite", nonFinite, NON_FINITE_POLICIES)
+        self.sparseUpdate = check_choice(owner, "sparseUpdate", sparseUpdate, SPARSE_UPDATES)
+        if nodeinfo is not None and not all(callable(getattr(nodeinfo, m, None)) for m in ("broadcast", "allreduceMean")):
+            raise TypeError(f"{owner}: nodeinfo must be None or a NodeInfo (with broadcast and allreduceMean "
+                            f"methods), got {nodeinfo!r} ({type(nodeinfo).__name__})")
         self.nodeinfo = nodeinfo
         self.t = 0
         self.skippedSteps = 0
@@ -127,12 +139,16 @@ class Optimizer:
         for group in groups:
             for name, var in zip(group.names, group.variables):
                 if id(var) in seen:
-                    raise ValueError(f"{owner}.setupOn: variable {name!r} appears twice (also as {seen[id(var)]!r})")
+                    raise ValueError(f"{owner}.setupOn: variable {name!r} appears twice (also as {seen[id(var)]!r}); "
+                                     f"each Variable must appear once")
                 seen[id(var)] = name
                 for what in ("data", "grad"):
                     if not backend.owns(getattr(var, what)):
                         raise TypeError(f"{owner}.setupOn: variable {name!r} holds a {type(getattr(var, what)).__name__}"
                                         f" {what} but the current backend is {backend.name!r}")
+                if self.nodeinfo is not None and self.sparseUpdate == "lazy" and isinstance(var, RowSparseVariable):
+                    raise ValueError(f"{owner}.setupOn: variable {name!r} has row-sparse gradients, and "
+                                     f"sparseUpdate='lazy' is not supported with nodeinfo; use sparseUpdate='dense'")
         self.release()
         self.groups, self.backend, self.useGlobalState = groups, backend, useGlobalState
         self.buckets = self._make_buckets(backend, groups, useGlobalState)
@@ -154,6 +170,10 @@ class Optimizer:
             if unknown:
                 raise TypeError(f"{owner}.setupOn: parameter group {i} has unknown keys {unknown}; "
                                 f"accepted: {', '.join(GROUP_KEYS)}")
+            decayFilter = spec.get("decayFilter", defaults["decayFilter"])
+            if decayFilter is not None and not callable(decayFilter):
+                raise TypeError(f"{owner}.setupOn: parameter group {i}: decayFilter must be a callable name -> bool "
+                                f"or None, got {decayFilter!r}")
             items = _named_variables(spec["params"], owner)
             lr = spec.get("learnRate")
             group = ParamGroup(
@@ -162,11 +182,12 @@ class Optimizer:
                 weightDecay=check_range(owner, "weightDecay", spec.get("weightDecay", defaults["weightDecay"]), 0.0),
                 decoupledWeightDecay=check_range(owner, "decoupledWeightDecay",
                                                  spec.get("decoupledWeightDecay", defaults["decoupledWeightDecay"]), 0.0),
-                decayFilter=spec.get("decayFilter", defaults["decayFilter"]),
+                decayFilter=decayFilter,
             )
             groups.append(group)
         if not any(group.variables for group in groups):
-            raise ValueError(f"{owner}.setupOn: no variables to optimize in {type(target).__name__}")
+            raise ValueError(f"{owner}.setupOn: no variables to optimize in the {type(target).__name__} given; "
+                             f"expected at least one Variable")
         return groups
 
     def _make_buckets(self, backend: backends.Backend, groups: list[ParamGroup], flat: bool) -> list[Bucket]:
@@ -183,7 +204,8 @@ class Optimizer:
         else:
             parts = [[entry] for entry in entries]
         return [Bucket(backend, [e[0] for e in part], [e[1] for e in part], [e[2] for e in part], [e[3] for e in part],
-                       flat, self.stateInit(), self.masterWeights()) for part in parts]
+                       flat, self.stateInit(), self.masterWeights(), lazyRows=self.sparseUpdate == "lazy")
+                for part in parts]
 
     def release(self) -> None:
         """Detach from the current parameters (they keep their values in private arrays)."""
@@ -213,7 +235,8 @@ class Optimizer:
         for bucket in self.buckets:
             if name in bucket.names:
                 return bucket.stateOf(bucket.names.index(name))
-        raise KeyError(f"{type(self).__name__}: no variable named {name!r}")
+        raise KeyError(f"{type(self).__name__}: no variable named {name!r}; expected one of "
+                       f"{[n for n, _ in self.variables()]}")
 
     def currentLearnRates(self, step: Optional[int] = None) -> np.ndarray:
         """The learning rate of each group for update ``step`` (0-based; default: the next update)."""
@@ -236,6 +259,7 @@ class Optimizer:
         groupLr = self.currentLearnRates()
         groupWd = np.array([g.weightDecay for g in self.groups])
         groupWdd = np.array([g.decoupledWeightDecay for g in self.groups])
+        rowViews = [bucket.sparseRows() for bucket in self.buckets]  # dense mode: rows join the dense gradients
         if self.nodeinfo is not None:
             for bucket in self.buckets:
                 self.nodeinfo.allreduceMean(bucket.grads())
@@ -243,20 +267,24 @@ class Optimizer:
         dynamic = isinstance(self.lossScale, DynamicLossScale)
         sums = None
         if self.nonFinite != "ignore" or dynamic or self.clipNorm is not None or self.globalClipNorm is not None:
-            sums = [self.backend.segment_sumsq(bucket.grads(), bucket.layout) for bucket in self.buckets]
+            sums = [self.backend.segment_sumsq(bucket.grads(), bucket.layout)
+                    + (0.0 if rows is None else rows.segmentSumsq()) for bucket, rows in zip(self.buckets, rowViews)]
             if not self._finite(sums, dynamic):
                 return False
         globalFactor = 1.0
         if self.globalClipNorm is not None:
             norm = math.sqrt(sum(float(s.sum()) for s in sums)) * gradScale
             globalFactor = min(1.0, self.globalClipNorm / norm) if norm > 0 else 1.0
-        for bucket, bucketSums in zip(self.buckets, sums if sums is not None else [None] * len(self.buckets)):
+        for bucket, rows, bucketSums in zip(self.buckets, rowViews,
+                                            sums if sums is not None else [None] * len(self.buckets)):
             clipFactors = None
             if self.clipNorm is not None:
                 norms = np.sqrt(bucketSums) * gradScale
-                clipFactors = np.minimum(1.0, self.clipNorm / np.maximum(norms, np.finfo(np.float64).tiny))
+                clipFactors = self.clipNorm / np.maximum(norms, self.clipNorm)  # min(1, clipNorm / norm), 1 at norm 0
             segParams = bucket.segParams(groupLr, groupWd, groupWdd, clipFactors)
             self.step(bucket, segParams, gradScale * globalFactor)
+            if rows is not None:
+                self.step(rows, rows.segParams(segParams), gradScale * globalFactor)
             if "master" in bucket.state:
                 self.backend.copy_cast(bucket.weights(), bucket.state["master"])
         self.t += 1
@@ -273,12 +301,14 @@ class Optimizer:
         elif self.nonFinite == "ignore":
             return True
         elif self.nonFinite == "raise":
-            for bucket, s in zip(self.buckets, sums):
-                bad = np.flatnonzero(~np.isfinite(s))
-                if bad.size:
-                    raise NonFiniteGradientError(
-                        f"{type(self).__name__}.update: the gradient of variable {bucket.names[bad[0]]!r} is not "
-                        f"finite (NaN or inf); nothing was updated. Pass nonFinite='skip' to skip such steps.")
+            bad = {id(bucket.variables[i]) for bucket, s in zip(self.buckets, sums)
+                   for i in np.flatnonzero(~np.isfinite(s)).tolist()}
+            # the first in the order setupOn was given, the same in local and global state
+            first = next(name for group in self.groups for name, var in zip(group.names, group.variables)
+                         if id(var) in bad)
+            raise NonFiniteGradientError(
+                f"{type(self).__name__}.update: the gradient of variable {first!r} is not finite (NaN or inf); "
+                f"nothing was updated. Pass nonFinite='skip' to skip such steps.")
         self.skippedSteps += 1
         return False
 
@@ -291,6 +321,25 @@ class Optimizer:
             raise ValueError(f"{type(self).__name__}.update: variable {name!r} has a gradient of shape "
                              f"{tuple(var.grad.shape)} and dtype {var.grad.dtype}; expected shape "
                              f"{tuple(var.data.shape)} and dtype {var.data.dtype}")
+
+    # --- checkpoints ----------------------------------------------------------------------------
+    def save(self, path: str) -> None:
+        """Write the state buffers, step counter, loss-scale state and hyperparameters to ``path`` (.npz, atomic).
+
+        See :func:`puzzle_rms.checkpoint.saveOptimizer`; :func:`puzzle_rms.checkpoint.saveTraining` saves a
+        module together with its optimizer.
+        """
+        from puzzle_rms.checkpoint import saveOptimizer  # deferred: checkpoint imports this package
+
+        saveOptimizer(path, self)
+
+    def load(self, path: str, hyperparameters: str = "check") -> None:
+        """Restore what :meth:`save` wrote; ``hyperparameters`` is "check" (must match) or "keep" (use this
+        optimizer's). Every name, shape and dtype is checked before anything is modified.
+        See :func:`puzzle_rms.checkpoint.loadOptimizer`."""
+        from puzzle_rms.checkpoint import loadOptimizer  # deferred: checkpoint imports this package
+
+        loadOptimizer(path, self, hyperparameters)
 
     def _require_setup(self) -> None:
         if not self.buckets:

@@ -8,6 +8,7 @@ from backends.backend import hyper_vector
 from puzzle_rms.optimizers.buckets import Bucket
 from puzzle_rms.optimizers.loss_scale import DynamicLossScale
 from puzzle_rms.optimizers.optimizer import Optimizer
+from puzzle_rms.optimizers.presets import preset_arguments
 from puzzle_rms.validation import check_bool, check_optional_positive, check_range
 
 
@@ -71,7 +72,7 @@ class RMSProp(Optimizer):
         For float16 parameters, keep float32 master weights that the kernel updates (the float16
         parameters are rounded copies). State is float32 for float16 parameters either way, and the
         parameter dtype otherwise.
-    nodeinfo, lossScale, clipNorm, globalClipNorm, nonFinite
+    nodeinfo, lossScale, clipNorm, globalClipNorm, nonFinite, sparseUpdate
         See :class:`Optimizer`.
     """
 
@@ -83,8 +84,8 @@ class RMSProp(Optimizer):
                  clipValue: Optional[float] = None, clipWeights: Optional[float] = None, maximize: bool = False,
                  masterWeights: bool = False, lossScale: Union[float, DynamicLossScale] = 1.0,
                  clipNorm: Optional[float] = None, globalClipNorm: Optional[float] = None,
-                 nonFinite: str = "raise") -> None:
-        super().__init__(learnRate, nodeinfo, lossScale, clipNorm, globalClipNorm, nonFinite)
+                 nonFinite: str = "raise", sparseUpdate: str = "dense") -> None:
+        super().__init__(learnRate, nodeinfo, lossScale, clipNorm, globalClipNorm, nonFinite, sparseUpdate)
         owner = "RMSProp"
         self.factor = check_range(owner, "factor", factor, 0.0, 1.0)
         self.epsilon = check_range(owner, "epsilon", epsilon, 0.0, lowOpen=True)
@@ -109,6 +110,24 @@ class RMSProp(Optimizer):
         self.clipWeights = check_optional_positive(owner, "clipWeights", clipWeights)
         self.maximize = check_bool(owner, "maximize", maximize)
         self.useMasterWeights = check_bool(owner, "masterWeights", masterWeights)
+
+    @classmethod
+    def like(cls, name: str, **kwargs: Any) -> "RMSProp":
+        """An RMSProp that reproduces framework ``name``'s RMSProp, configured with that framework's own
+        argument names and defaults (``RMSProp.like("torch", lr=0.01, momentum=0.9)``).
+
+        Names: puzzlelib, puzzlelib-graves, torch, keras, tf.keras, tf1, mindspore, mxnet, mxnet2, optax;
+        see :mod:`puzzle_rms.optimizers.presets` for what each one reproduces.
+
+        Raises
+        ------
+        ValueError
+            Unknown ``name``, or an argument out of its range (the message uses the framework's name for it).
+        TypeError
+            An argument that framework does not have, or a required one missing; the message lists the
+            preset's accepted arguments.
+        """
+        return cls(**preset_arguments(name, kwargs))
 
     def stateInit(self) -> dict[str, float]:
         state = {"ms": self.initialMeanSquare}

@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence, Union
 
 import numpy as np
 
-from puzzle_rms.validation import check_range
+from puzzle_rms.validation import check_bool, check_range, check_real
 
 LearnRate = Union[float, Callable[[int], float], Sequence[float], np.ndarray]
 
@@ -25,7 +25,7 @@ def validate_learn_rate(owner: str, learnRate: Any) -> Any:
         values = np.asarray(learnRate)
         if values.ndim != 1 or values.size == 0 or values.dtype.kind not in "iuf":
             raise ValueError(f"{owner}: a learnRate sequence must be a non-empty 1-D sequence of numbers, "
-                             f"got shape {values.shape} and dtype {values.dtype}")
+                             f"got {learnRate!r} (shape {values.shape}, dtype {values.dtype})")
         if not np.all(np.isfinite(values)) or np.any(values < 0):
             raise ValueError(f"{owner}: every learnRate in the sequence must be finite and >= 0, got {learnRate!r}")
         return learnRate
@@ -54,7 +54,7 @@ class ExponentialDecay:
         self.initial = check_range("ExponentialDecay", "initial", initial, 0.0)
         self.decayRate = check_range("ExponentialDecay", "decayRate", decayRate, 0.0, lowOpen=True)
         self.decaySteps = check_range("ExponentialDecay", "decaySteps", decaySteps, 0.0, lowOpen=True)
-        self.staircase = staircase
+        self.staircase = check_bool("ExponentialDecay", "staircase", staircase)
 
     def __call__(self, step: int) -> float:
         exponent = step / self.decaySteps
@@ -81,6 +81,8 @@ class PiecewiseConstant:
         if len(values) != len(boundaries) + 1:
             raise ValueError(f"PiecewiseConstant: values must have len(boundaries) + 1 = {len(boundaries) + 1} "
                              f"entries, got {len(values)}")
+        for boundary in boundaries:
+            check_real("PiecewiseConstant", "boundaries", boundary)
         if list(boundaries) != sorted(boundaries):
             raise ValueError(f"PiecewiseConstant: boundaries must be increasing, got {list(boundaries)!r}")
         self.boundaries = list(boundaries)

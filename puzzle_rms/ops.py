@@ -1,0 +1,205 @@
+"""Functional raw RMSProp ops in MindSpore's argument order, run by the backends' fused kernels.
+
+``applyRMSProp`` and ``applyCenteredRMSProp`` update ``var`` and the state arrays in place with
+MindSpore's (and TF's raw ops') formulas: eps inside the root, lr inside the momentum buffer::
+
+    ms  = decay * ms + (1 - decay) * g**2
+    mg  = decay * mg + (1 - decay) * g                               (centered)
+    mom = momentum * mom + lr * g / sqrt(ms [- mg**2] + epsilon)
+    var = var - mom
+
+The centered variance ``ms - mg**2`` is clamped at 0 before the root (MindSpore returns NaN when it
+rounds negative). ``sparseApplyRMSProp`` and ``sparseApplyCenteredRMSProp`` take ``grad`` as rows of
+``var`` listed in ``indices`` and update only those rows and their state (repeated indices are summed
+first); rows not listed keep their values and state.
+
+Arguments are checked as MindSpore documents: TypeError for an array that is not an array of the
+current backend, for a dtype differing from ``var``'s, for ``decay``/``momentum``/``epsilon`` that are
+not floats, for a ``learningRate`` that is neither a number nor a one-element float array; ValueError
+for a shape differing from ``var``'s, a negative learning rate, decay or momentum, decay > 1,
+epsilon <= 0 and out-of-range indices. Nothing is modified when an error is raised. Each op returns ``var``.
+"""
+from __future__ import annotations
+
+import functools
+from numbers import Real
+from typing import Any, Optional
+
+import numpy as np
+
+import backends
+from backends.backend import Backend, Layout, hyper_vector
+from puzzle_rms.optimizers.buckets import state_dtype
+from puzzle_rms.sparse import check_indices, coalesce_rows, rows_layout
+from puzzle_rms.validation import check_range, check_real
+
+__all__ = ["applyCenteredRMSProp", "applyRMSProp", "sparseApplyCenteredRMSProp", "sparseApplyRMSProp"]
+
+
+def applyRMSProp(var: Any, meanSquare: Any, moment: Any, learningRate: Any, grad: Any, decay: float,
+                 momentum: float, epsilon: float) -> Any:
+    r"""RMSProp step in place (MindSpore ``ops.ApplyRMSProp``).
+
+    .. math::
+        s = \rho s + (1 - \rho) g^2, \quad m = \beta m + \frac{\eta}{\sqrt{s + \epsilon}} g, \quad w = w - m
+
+    Parameters
+    ----------
+    var, meanSquare, moment, grad : arrays of the current backend
+        Same shape and dtype (float16, float32 or float64), C-contiguous.
+    learningRate : float or one-element float array
+        :math:`\eta \geq 0`.
+    decay : float
+        :math:`\rho \in [0, 1]`.
+    momentum : float
+        :math:`\beta \geq 0`.
+    epsilon : float
+        :math:`\epsilon > 0`.
+
+    Returns
+    -------
+    var, updated in place.
+    """
+    owner = "applyRMSProp"
+    _check_arrays(owner, var, {"meanSquare": meanSquare, "moment": moment, "grad": grad})
+    scalars = _check_scalars(owner, learningRate, decay, momentum, epsilon)
+    return _apply(var, grad, meanSquare, None, moment, None, *scalars)
+
+
+def applyCenteredRMSProp(var: Any, meanGrad: Any, meanSquare: Any, moment: Any, grad: Any, learningRate: Any,
+                         decay: float, momentum: float, epsilon: float) -> Any:
+    r"""Centered RMSProp step in place (MindSpore ``ops.ApplyCenteredRMSProp``).
+
+    .. math::
+        g_m = \rho g_m + (1 - \rho) g, \quad s = \rho s + (1 - \rho) g^2, \quad
+        m = \beta m + \frac{\eta}{\sqrt{\max(s - g_m^2, 0) + \epsilon}} g, \quad w = w - m
+
+    Arguments as :func:`applyRMSProp`, with ``meanGrad`` (:math:`g_m`) like ``var``.
+    """
+    owner = "applyCenteredRMSProp"
+    _check_arrays(owner, var, {"meanGrad": meanGrad, "meanSquare": meanSquare, "moment": moment, "grad": grad})
+    scalars = _check_scalars(owner, learningRate, decay, momentum, epsilon)
+    return _apply(var, grad, meanSquare, meanGrad, moment, None, *scalars)
+
+
+def sparseApplyRMSProp(var: Any, meanSquare: Any, moment: Any, learningRate: Any, grad: Any, indices: Any,
+                       decay: float, momentum: float, epsilon: float) -> Any:
+    """:func:`applyRMSProp` on the rows ``var[indices]`` only (lazy: other rows and their state are untouched).
+
+    ``grad`` has one row per index, shape ``(len(indices),) + var.shape[1:]``; ``indices`` is a 1-D integer
+    array of the current backend with values in ``[0, var.shape[0])``; rows of repeated indices are summed.
+    """
+    owner = "sparseApplyRMSProp"
+    _check_arrays(owner, var, {"meanSquare": meanSquare, "moment": moment})
+    _check_rows(owner, var, grad, indices)
+    scalars = _check_scalars(owner, learningRate, decay, momentum, epsilon)
+    return _apply(var, grad, meanSquare, None, moment, indices, *scalars)
+
+
+def sparseApplyCenteredRMSProp(var: Any, meanGrad: Any, meanSquare: Any, moment: Any, grad: Any, indices: Any,
+                               learningRate: Any, decay: float, momentum: float, epsilon: float) -> Any:
+    """:func:`applyCenteredRMSProp` on the rows ``var[indices]`` only; ``grad`` and ``indices`` as in
+    :func:`sparseApplyRMSProp`."""
+    owner = "sparseApplyCenteredRMSProp"
+    _check_arrays(owner, var, {"meanGrad": meanGrad, "meanSquare": meanSquare, "moment": moment})
+    _check_rows(owner, var, grad, indices)
+    scalars = _check_scalars(owner, learningRate, decay, momentum, epsilon)
+    return _apply(var, grad, meanSquare, meanGrad, moment, indices, *scalars)
+
+
+# --- checks ---------------------------------------------------------------------------------------
+def _check_array(owner: str, name: str, array: Any, backend: Backend) -> None:
+    if not backend.owns(array):
+        raise TypeError(f"{owner}: {name} must be a {backend.name} array "
+                        f"({backend.array_type.__module__}.{backend.array_type.__name__}), got {type(array).__name__}")
+
+
+def _check_arrays(owner: str, var: Any, others: dict[str, Any]) -> None:
+    """``var`` and every array in ``others``: this backend's, contiguous, same dtype and shape as ``var``."""
+    backend = backends.current()
+    _check_array(owner, "var", var, backend)
+    if var.dtype not in backend.dtypesSupported:
+        raise TypeError(f"{owner}: var must have one of the dtypes {[str(d) for d in backend.dtypesSupported]}, "
+                        f"got {var.dtype}")
+    for name, array in {"var": var, **others}.items():
+        _check_array(owner, name, array, backend)
+        if array.dtype != var.dtype:
+            raise TypeError(f"{owner}: {name} must have the dtype of var ({var.dtype}), got {array.dtype}")
+        if array.shape != var.shape:
+            raise ValueError(f"{owner}: {name} must have the shape of var {tuple(var.shape)}, got {tuple(array.shape)}")
+        if not array.flags.c_contiguous:
+            raise ValueError(f"{owner}: {name} must be C-contiguous to be updated in place")
+
+
+def _check_rows(owner: str, var: Any, grad: Any, indices: Any) -> None:
+    """``grad`` holds one row of ``var`` per index; ``indices`` are valid rows of ``var``."""
+    backend = backends.current()
+    _check_array(owner, "grad", grad, backend)
+    if var.ndim < 1:
+        raise ValueError(f"{owner}: var must be at least 1-D to have rows, got a scalar")
+    check_indices(owner, "indices", indices, var.shape[0])
+    if grad.dtype != var.dtype:
+        raise TypeError(f"{owner}: grad must have the dtype of var ({var.dtype}), got {grad.dtype}")
+    expected = (indices.shape[0],) + tuple(var.shape[1:])
+    if tuple(grad.shape) != expected:
+        raise ValueError(f"{owner}: grad must have shape {expected} (one row of var per index), "
+                         f"got {tuple(grad.shape)}")
+
+
+def _check_float(owner: str, name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (float, np.floating)):
+        raise TypeError(f"{owner}: {name} must be a float, got {value!r} ({type(value).__name__})")
+    return check_real(owner, name, value)
+
+
+def _check_learning_rate(owner: str, value: Any) -> float:
+    backend = backends.current()
+    if backend.owns(value):
+        if value.dtype.kind != "f" or value.size != 1:
+            raise TypeError(f"{owner}: learningRate as an array must hold one float, got shape {tuple(value.shape)} "
+                            f"and dtype {value.dtype}")
+        value = float(backend.to_host(value).reshape(-1)[0])
+    elif isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{owner}: learningRate must be a number or a one-element float array, "
+                        f"got {value!r} ({type(value).__name__})")
+    return check_range(owner, "learningRate", value, 0.0)
+
+
+def _check_scalars(owner: str, learningRate: Any, decay: Any, momentum: Any,
+                   epsilon: Any) -> tuple[float, float, float, float]:
+    lr = _check_learning_rate(owner, learningRate)
+    decay = check_range(owner, "decay", _check_float(owner, "decay", decay), 0.0, 1.0)
+    momentum = check_range(owner, "momentum", _check_float(owner, "momentum", momentum), 0.0)
+    epsilon = check_range(owner, "epsilon", _check_float(owner, "epsilon", epsilon), 0.0, lowOpen=True)
+    return lr, decay, momentum, epsilon
+
+
+# --- the kernel call ------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=64)
+def _dense_layout(backend: Backend, size: int) -> Layout:
+    return backend.make_layout([size])
+
+
+def _apply(var: Any, grad: Any, ms: Any, mg: Optional[Any], mom: Any, indices: Optional[Any], lr: float,
+           decay: float, momentum: float, epsilon: float) -> Any:
+    """One fused kernel call: over all of ``var``, or over the rows in ``indices`` with ``grad`` as compact rows."""
+    backend = backends.current()
+    if indices is None:
+        layout, g = _dense_layout(backend, int(var.size)), grad.reshape(-1)
+    else:
+        unique, rows = coalesce_rows(indices, grad)
+        layout = rows_layout(backend, [(0, backend.to_host(unique), rows.shape[1])])
+        g = rows.reshape(-1)
+    stateDtype = state_dtype(var.dtype)
+    segParams = backend.seg_params(np.tile([[lr, 0.0, 1.0, 1.0]], (layout.numSegments, 1)), stateDtype)
+    hyper = hyper_vector(rho=decay, oneMinusRho=1.0 - decay, epsIn=epsilon, epsOut=0.0, mu=momentum,
+                         lrInMomentum=1.0)
+    states = [s for s in (ms, mg, mom) if s is not None]
+    # float16 state is computed in float32 copies (the kernels keep their state in float32 for float16)
+    work = [s.reshape(-1) if s.dtype == stateDtype else s.reshape(-1).astype(stateDtype) for s in states]
+    msW, mgW, momW = work[0], (work[1] if mg is not None else None), work[-1]
+    backend.rmsprop_update(var.reshape(-1), g, msW, mgW, momW, layout, segParams, hyper)
+    for state, copy in zip(states, work):
+        if state.dtype != stateDtype:
+            backend.copy_cast(state.reshape(-1), copy)
+    return var

@@ -1,0 +1,448 @@
+"""RMSProp.like(name, ...) against each framework's own documented algorithm, written out in NumPy here.
+
+Each reference below follows its framework's published update (docs or source listing), with that
+framework's argument names and defaults, in float64, without code from ``puzzle_rms``. Every preset
+runs for four steps with changing gradients and a large eps, with momentum, centered, weight decay
+and clipping where the framework has them, and a learning rate that changes between steps where lr
+placement matters.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import backends
+from puzzle_rms import Variable
+from puzzle_rms.optimizers import RMSProp
+from puzzle_rms.optimizers.presets import PRESETS
+
+F64 = dict(rtol=1e-10, atol=1e-12)
+NAMES = {"dense.weight": (5, 4), "bn.gamma": (7,)}
+
+
+def host(x):
+    return backends.current().to_host(x)
+
+
+def lr_at(lr, step):
+    return lr(step) if callable(lr) else lr
+
+
+def changing(step):
+    return [0.05, 0.02, 0.08, 0.03][step]
+
+
+# --- the frameworks' algorithms -------------------------------------------------------------------
+def puzzlelib(w, grads, name, learnRate=1e-3, factor=0.9, epsilon=1e-5, nodeinfo=None):
+    ms = np.zeros_like(w)
+    for t, g in enumerate(grads):
+        ms = factor * ms + (1 - factor) * g ** 2
+        w = w - lr_at(learnRate, t) * g / (np.sqrt(ms) + epsilon)
+    return w
+
+
+def puzzlelib_graves(w, grads, name, learnRate=1e-4, alpha=0.95, momRate=0.9, epsilon=1e-4, nodeinfo=None):
+    mg, ms, delta = np.zeros_like(w), np.zeros_like(w), np.zeros_like(w)
+    for t, g in enumerate(grads):
+        mg = alpha * mg + (1 - alpha) * g
+        ms = alpha * ms + (1 - alpha) * g ** 2
+        delta = momRate * delta + lr_at(learnRate, t) * g / np.sqrt(ms - mg ** 2 + epsilon)
+        w = w - delta
+    return w
+
+
+def torch_rmsprop(w, grads, name, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False,
+                  maximize=False):
+    square_avg, grad_avg, buf = np.zeros_like(w), np.zeros_like(w), np.zeros_like(w)
+    for t, g in enumerate(grads):
+        g = -g if maximize else g
+        if weight_decay != 0:
+            g = g + weight_decay * w
+        square_avg = alpha * square_avg + (1 - alpha) * g * g
+        if centered:
+            grad_avg = grad_avg + (1 - alpha) * (g - grad_avg)
+            avg = np.sqrt(square_avg - grad_avg * grad_avg) + eps
+        else:
+            avg = np.sqrt(square_avg) + eps
+        if momentum > 0:
+            buf = momentum * buf + g / avg
+            w = w - lr_at(lr, t) * buf
+        else:
+            w = w - lr_at(lr, t) * g / avg
+    return w
+
+
+def keras3(w, grads, name, learning_rate=1e-3, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False,
+           weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None, loss_scale_factor=None):
+    velocity, average_grad, mom = np.zeros_like(w), np.zeros_like(w), np.zeros_like(w)
+    for t, g in enumerate(grads):
+        lr = lr_at(learning_rate, t)
+        if loss_scale_factor is not None:
+            g = g / loss_scale_factor
+        if clipnorm is not None:
+            g = g * clipnorm / max(np.sqrt(np.sum(g * g)), clipnorm)
+        if clipvalue is not None:
+            g = np.clip(g, -clipvalue, clipvalue)
+        if weight_decay is not None:
+            w = w - w * weight_decay * lr
+        velocity = rho * velocity + (1 - rho) * np.square(g)
+        if centered:
+            average_grad = rho * average_grad + (1 - rho) * g
+            denominator = velocity - np.square(average_grad) + epsilon
+        else:
+            denominator = velocity + epsilon
+        increment = lr * g / np.sqrt(denominator)
+        if momentum > 0:
+            mom = momentum * mom + increment
+            w = w - mom
+        else:
+            w = w - increment
+    return w
+
+
+def _raw_apply_rmsprop(w, g, ms, mg, mom, lr, rho, momentum, epsilon, centered):
+    """TF's ApplyRMSProp / ApplyCenteredRMSProp (also MindSpore's ops of the same names)."""
+    ms = rho * ms + (1 - rho) * g * g
+    if centered:
+        mg = rho * mg + (1 - rho) * g
+        mom = momentum * mom + lr * g / np.sqrt(ms - mg * mg + epsilon)
+    else:
+        mom = momentum * mom + lr * g / np.sqrt(ms + epsilon)
+    return w - mom, ms, mg, mom
+
+
+def tf_keras2(w, grads, name, learning_rate=1e-3, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False,
+              clipnorm=None, clipvalue=None, global_clipnorm=None):
+    rms, mg, mom = np.zeros_like(w), np.zeros_like(w), np.zeros_like(w)
+    for t, g in enumerate(grads):
+        lr = lr_at(learning_rate, t)
+        if clipnorm is not None:
+            g = g * clipnorm / max(np.sqrt(np.sum(g * g)), clipnorm)
+        if clipvalue is not None:
+            g = np.clip(g, -clipvalue, clipvalue)
+        if momentum > 0:  # the raw training ops, eps inside the root
+            w, rms, mg, mom = _raw_apply_rmsprop(w, g, rms, mg, mom, lr, rho, momentum, epsilon, centered)
+        else:  # the Python path: eps outside the root
+            rms = rho * rms + (1 - rho) * np.square(g)
+            denom = rms
+            if centered:
+                mg = rho * mg + (1 - rho) * g
+                denom = rms - np.square(mg)
+            w = w - lr * g / (np.sqrt(denom) + epsilon)
+    return w
+
+
+def tf1(w, grads, name, learning_rate, decay=0.9, momentum=0.0, epsilon=1e-10, centered=False):
+    ms, mg, mom = np.ones_like(w), np.zeros_like(w), np.zeros_like(w)
+    for t, g in enumerate(grads):
+        w, ms, mg, mom = _raw_apply_rmsprop(w, g, ms, mg, mom, lr_at(learning_rate, t), decay, momentum, epsilon,
+                                            centered)
+    return w
+
+
+def mindspore(w, grads, name, learning_rate=0.1, decay=0.9, momentum=0.0, epsilon=1e-10, centered=False,
+              loss_scale=1.0, weight_decay=0.0):
+    ms, mg, mom = np.ones_like(w), np.zeros_like(w), np.zeros_like(w)
+    for t, g in enumerate(grads):
+        if weight_decay > 0 and "beta" not in name and "gamma" not in name:  # decay_weight, then scale_grad
+            g = g + weight_decay * w
+        g = g / loss_scale
+        lr = learning_rate[min(t, len(learning_rate) - 1)] if isinstance(learning_rate, list) else learning_rate
+        w, ms, mg, mom = _raw_apply_rmsprop(w, g, ms, mg, mom, lr, decay, momentum, epsilon, centered)
+    return w
+
+
+def mxnet1(w, grads, name, learning_rate=1e-3, gamma1=0.9, gamma2=0.9, epsilon=1e-8, centered=False,
+           clip_weights=None, wd=0.0, rescale_grad=1.0, clip_gradient=None):
+    n, gm, delta = np.zeros_like(w), np.zeros_like(w), np.zeros_like(w)
+    for t, g in enumerate(grads):
+        lr = lr_at(learning_rate, t)
+        g = g * rescale_grad + wd * w
+        if clip_gradient is not None:
+            g = np.clip(g, -clip_gradient, clip_gradient)
+        n = (1 - gamma1) * (g * g) + gamma1 * n
+        if not centered:
+            w = w - lr * g / np.sqrt(n + epsilon)
+        else:
+            gm = (1 - gamma1) * g + gamma1 * gm
+            delta = gamma2 * delta - lr * g / np.sqrt(n - gm * gm + epsilon)
+            w = w + delta
+        if clip_weights:
+            w = np.clip(w, -clip_weights, clip_weights)
+    return w
+
+
+def mxnet2(w, grads, name, learning_rate=1e-3, rho=0.9, momentum=0.9, epsilon=1e-8, centered=False,
+           clip_weights=None, wd=0.0, rescale_grad=1.0, clip_gradient=None):
+    mean, var, mom = np.zeros_like(w), np.zeros_like(w), np.zeros_like(w)
+    for t, g in enumerate(grads):
+        lr = lr_at(learning_rate, t)
+        g = g * rescale_grad
+        if clip_gradient is not None:
+            g = np.clip(g, -clip_gradient, clip_gradient)
+        g = g + wd * w
+        if not centered:
+            var = rho * var + (1 - rho) * np.square(g)
+            w = w - lr * g / (np.sqrt(var) + epsilon)
+        else:
+            mean = rho * mean + (1 - rho) * g
+            var = rho * var + (1 - rho) * np.square(g)
+            mom = momentum * mom - lr * g / np.sqrt(var - np.square(mean) + epsilon)
+            w = w + mom
+        if clip_weights:
+            w = np.clip(w, -clip_weights, clip_weights)
+    return w
+
+
+def optax_rmsprop(w, grads, name, learning_rate, decay=0.9, eps=1e-8, initial_scale=0.0, eps_in_sqrt=True,
+                  centered=False, momentum=None, nesterov=False, bias_correction=False):
+    """chain(scale_by_rms / scale_by_stddev, scale_by_learning_rate, trace) applied with optax.apply_updates."""
+    mu, nu, trace = np.zeros_like(w), np.full_like(w, initial_scale), np.zeros_like(w)
+    for count, g in enumerate(grads, start=1):
+        mu = (1 - decay) * g + decay * mu
+        nu = (1 - decay) * g ** 2 + decay * nu
+        mu_hat, nu_hat = (mu / (1 - decay ** count), nu / (1 - decay ** count)) if bias_correction else (mu, nu)
+        variance = nu_hat - mu_hat ** 2 if centered else nu_hat
+        scaling = 1 / np.sqrt(variance + eps) if eps_in_sqrt else 1 / (np.sqrt(variance) + eps)
+        updates = -lr_at(learning_rate, count - 1) * (g * scaling)
+        if momentum is not None:
+            new_trace = updates + momentum * trace
+            updates = updates + momentum * new_trace if nesterov else new_trace
+            trace = new_trace
+        w = w + updates
+    return w
+
+
+REFERENCES = {"puzzlelib": puzzlelib, "puzzlelib-graves": puzzlelib_graves, "torch": torch_rmsprop,
+              "keras": keras3, "tf.keras": tf_keras2, "tf1": tf1, "mindspore": mindspore, "mxnet": mxnet1,
+              "mxnet2": mxnet2, "optax": optax_rmsprop}
+
+CASES = [
+    ("puzzlelib", dict(learnRate=0.01, epsilon=0.05)),
+    ("puzzlelib", dict(learnRate=changing, factor=0.5, epsilon=0.01)),
+    ("puzzlelib-graves", dict(learnRate=changing, alpha=0.9, epsilon=0.01)),
+    ("puzzlelib-graves", dict(learnRate=0.01, momRate=0.0, epsilon=0.05)),
+    ("torch", dict(lr=0.01, alpha=0.9, eps=0.05)),
+    ("torch", dict(lr=changing, alpha=0.9, eps=0.01, momentum=0.9)),
+    ("torch", dict(lr=changing, alpha=0.9, eps=0.01, momentum=0.5, centered=True, weight_decay=0.1)),
+    ("torch", dict(lr=0.02, eps=0.01, maximize=True, weight_decay=0.2)),
+    ("keras", dict(learning_rate=0.05, rho=0.5, epsilon=0.05)),
+    ("keras", dict(learning_rate=changing, momentum=0.9, epsilon=0.01)),
+    ("keras", dict(learning_rate=changing, momentum=0.5, centered=True, epsilon=0.01)),
+    ("keras", dict(learning_rate=changing, weight_decay=0.3, epsilon=0.01)),
+    ("keras", dict(learning_rate=0.05, clipnorm=0.5, epsilon=0.01)),
+    ("keras", dict(learning_rate=0.05, clipvalue=0.2, momentum=0.5, epsilon=0.01)),
+    ("keras", dict(learning_rate=0.05, loss_scale_factor=256.0, epsilon=0.01)),
+    ("tf.keras", dict(learning_rate=0.05, rho=0.5, epsilon=0.05)),
+    ("tf.keras", dict(learning_rate=changing, momentum=0.9, epsilon=0.05)),
+    ("tf.keras", dict(learning_rate=0.05, centered=True, epsilon=0.05)),
+    ("tf.keras", dict(learning_rate=changing, centered=True, momentum=0.5, epsilon=0.05)),
+    ("tf.keras", dict(learning_rate=0.05, clipnorm=0.5, epsilon=0.01)),
+    ("tf.keras", dict(learning_rate=0.05, clipvalue=0.2, momentum=0.5, epsilon=0.01)),
+    ("tf1", dict(learning_rate=0.05, decay=0.5, epsilon=0.05)),
+    ("tf1", dict(learning_rate=changing, momentum=0.9, epsilon=0.01)),
+    ("tf1", dict(learning_rate=0.05, centered=True, momentum=0.5, epsilon=0.01)),
+    ("mindspore", dict(learning_rate=0.05, decay=0.5, epsilon=0.05)),
+    ("mindspore", dict(learning_rate=[0.05, 0.01, 0.08], momentum=0.9, epsilon=0.01)),
+    ("mindspore", dict(learning_rate=0.05, centered=True, momentum=0.5, epsilon=0.01)),
+    ("mindspore", dict(learning_rate=0.05, weight_decay=0.5, loss_scale=64.0, epsilon=0.01)),
+    ("mxnet", dict(learning_rate=0.05, gamma1=0.5, epsilon=0.05)),
+    ("mxnet", dict(learning_rate=changing, centered=True, gamma2=0.9, epsilon=0.01)),
+    ("mxnet", dict(learning_rate=0.05, wd=2.0, clip_gradient=0.3, rescale_grad=0.5, epsilon=0.01)),
+    ("mxnet", dict(learning_rate=0.3, clip_weights=0.6, centered=True, wd=0.1, epsilon=0.01)),
+    ("mxnet2", dict(learning_rate=0.05, rho=0.5, epsilon=0.05)),
+    ("mxnet2", dict(learning_rate=changing, centered=True, momentum=0.8, epsilon=0.01)),
+    ("mxnet2", dict(learning_rate=0.05, wd=2.0, clip_gradient=0.3, rescale_grad=0.5, epsilon=0.01)),
+    ("mxnet2", dict(learning_rate=0.3, clip_weights=0.6, wd=0.1, epsilon=0.01)),
+    ("optax", dict(learning_rate=0.05, decay=0.5, eps=0.05)),
+    ("optax", dict(learning_rate=0.05, eps=0.05, eps_in_sqrt=False, initial_scale=1.0)),
+    ("optax", dict(learning_rate=changing, eps=0.01, centered=True, momentum=0.9)),
+    ("optax", dict(learning_rate=changing, eps=0.01, momentum=0.9, nesterov=True)),
+    ("optax", dict(learning_rate=0.05, eps=0.01, bias_correction=True)),
+    ("optax", dict(learning_rate=0.05, eps=0.01, bias_correction=True, centered=True, initial_scale=0.5)),
+]
+
+
+def problem(seed=7):
+    gen = np.random.default_rng(seed)
+    weights = {name: gen.standard_normal(shape) for name, shape in NAMES.items()}
+    grads = [{name: scale * gen.standard_normal(shape) for name, shape in NAMES.items()}
+             for scale in (0.3, 2.0, 0.05, 1.0)]
+    return weights, grads
+
+
+def run_preset(optimizer, weights, grads, useGlobalState, scale=1.0):
+    backend = backends.current()
+    variables = {name: Variable(w.copy(), name=name) for name, w in weights.items()}
+    optimizer.setupOn(variables, useGlobalState=useGlobalState)
+    for step in grads:
+        optimizer.zeroGradParams()
+        for name, g in step.items():
+            variables[name].grad[...] = backend.to_device(g * scale)
+        assert optimizer.update() is True
+    return {name: host(var.data) for name, var in variables.items()}
+
+
+def case_id(case):
+    name, kwargs = case
+    return name + ":" + ",".join(f"{k}" for k in kwargs if k not in ("epsilon", "eps"))
+
+
+@pytest.mark.parametrize("useGlobalState", [False, True], ids=["local", "global"])
+@pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
+def test_preset_reproduces_its_framework(backend_name, case, useGlobalState):
+    name, kwargs = case
+    scale = kwargs.get("loss_scale_factor") or kwargs.get("loss_scale") or 1.0
+    weights, grads = problem()
+    got = run_preset(RMSProp.like(name, **kwargs), weights, grads, useGlobalState, scale)
+    for var in NAMES:
+        want = REFERENCES[name](weights[var], [g[var] * scale for g in grads], var, **kwargs)
+        np.testing.assert_allclose(got[var], want, **F64, err_msg=f"{name} {kwargs}: {var}")
+
+
+def test_every_preset_is_tested_with_its_options():
+    tested = {name: set().union(*(kwargs for n, kwargs in CASES if n == name)) for name in PRESETS}
+    for name, preset in PRESETS.items():
+        numeric = {arg for arg, spec in preset.arguments.items() if spec.kind != "any"}
+        untested = numeric - tested[name] - {"global_clipnorm"}  # global_clipnorm: its own test below
+        assert not untested, f"{name}: arguments never tested: {sorted(untested)}"
+
+
+@pytest.mark.parametrize("name", ["keras", "tf.keras"])
+@pytest.mark.parametrize("useGlobalState", [False, True], ids=["local", "global"])
+def test_keras_global_clipnorm(backend_name, name, useGlobalState):
+    weights, grads = problem()
+    got = run_preset(RMSProp.like(name, learning_rate=0.05, epsilon=0.01, global_clipnorm=1.0), weights, grads,
+                     useGlobalState)
+    clipped = []
+    for step in grads:  # clip_by_global_norm across both tensors
+        norm = np.sqrt(sum(np.sum(g * g) for g in step.values()))
+        clipped.append({var: g * 1.0 / max(norm, 1.0) for var, g in step.items()})
+    reference = REFERENCES[name]
+    for var in NAMES:
+        want = reference(weights[var], [g[var] for g in clipped], var, learning_rate=0.05, epsilon=0.01)
+        np.testing.assert_allclose(got[var], want, **F64)
+
+
+def test_keras_golden_value(backend_name):
+    """Keras' documented example: RMSprop(learning_rate=0.1), var = 10, loss = var**2 / 2 -> 9.683772."""
+    var = Variable(np.array([10.0], dtype=np.float32), name="var")
+    optimizer = RMSProp.like("keras", learning_rate=0.1)
+    optimizer.setupOn([var])
+    var.grad[...] = var.data
+    optimizer.update()
+    np.testing.assert_allclose(host(var.data), [9.683772], rtol=1e-6)
+
+
+def test_presets_differ_from_each_other(backend_name):
+    """With the same numbers under each framework's names, the variants give different results."""
+    weights, grads = problem()
+    results = {
+        "torch": run_preset(RMSProp.like("torch", lr=0.05, alpha=0.9, eps=0.05, momentum=0.5), weights, grads, False),
+        "keras": run_preset(RMSProp.like("keras", learning_rate=0.05, rho=0.9, epsilon=0.05, momentum=0.5),
+                            weights, grads, False),
+        "tf1": run_preset(RMSProp.like("tf1", learning_rate=0.05, decay=0.9, epsilon=0.05, momentum=0.5),
+                          weights, grads, False),
+        "tf.keras": run_preset(RMSProp.like("tf.keras", learning_rate=0.05, rho=0.9, epsilon=0.05), weights, grads,
+                               False),
+    }
+    names = list(results)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert np.abs(results[a]["dense.weight"] - results[b]["dense.weight"]).max() > 1e-4, (a, b)
+
+
+def test_mindspore_skips_decay_for_beta_and_gamma(backend_name):
+    optimizer = RMSProp.like("mindspore", weight_decay=0.1)
+    assert optimizer.decayFilter("layer.weight") and not optimizer.decayFilter("bn.gamma")
+    assert not optimizer.decayFilter("bn.beta")
+
+
+def test_sparse_update_mode_of_each_preset():
+    modes = {name: RMSProp.like(name, **({"learning_rate": 0.1} if name in ("tf1", "optax") else {})).sparseUpdate
+             for name in PRESETS}
+    assert modes == {"puzzlelib": "dense", "puzzlelib-graves": "dense", "torch": "dense", "keras": "dense",
+                     "tf.keras": "dense", "tf1": "lazy", "mindspore": "lazy", "mxnet": "dense", "mxnet2": "dense",
+                     "optax": "dense"}
+    assert RMSProp.like("tf.keras", momentum=0.9).sparseUpdate == "lazy"
+
+
+# --- bad input --------------------------------------------------------------------------------------
+def test_unknown_argument_names_the_preset_and_lists_its_arguments():
+    with pytest.raises(TypeError) as info:
+        RMSProp.like("torch", learning_rate=0.1)
+    message = str(info.value)
+    assert "RMSProp.like('torch')" in message and "'learning_rate'" in message
+    for arg in ("lr=0.01", "alpha=0.99", "eps=1e-08", "weight_decay=0.0", "momentum=0.0", "centered=False",
+                "maximize=False"):
+        assert arg in message
+    with pytest.raises(TypeError, match=r"keras.*'nesterov'.*accepts: learning_rate=0.001, rho=0.9"):
+        RMSProp.like("keras", nesterov=True)
+    with pytest.raises(TypeError, match=r"mxnet.*'rho'.*gamma1=0.9, gamma2=0.9"):
+        RMSProp.like("mxnet", rho=0.9)
+    with pytest.raises(TypeError, match=r"tf.keras.*'weight_decay'"):
+        RMSProp.like("tf.keras", weight_decay=0.1)
+
+
+@pytest.mark.parametrize("name", ["tf1", "optax"])
+def test_missing_required_learning_rate(name):
+    with pytest.raises(TypeError, match=rf"RMSProp.like\('{name}'\): missing the required argument 'learning_rate'"):
+        RMSProp.like(name)
+
+
+@pytest.mark.parametrize("name, kwargs, pattern", [
+    ("torch", dict(lr=-0.1), r"lr must be in \[0, inf\), got -0.1"),
+    ("torch", dict(alpha=1.5), r"alpha must be in \[0, 1\], got 1.5"),
+    ("torch", dict(eps=0.0), r"eps must be in \(0, inf\), got 0.0"),
+    ("torch", dict(momentum=-0.5), r"momentum must be in \[0, 1\), got -0.5"),
+    ("torch", dict(weight_decay=-1.0), r"weight_decay must be in \[0, inf\), got -1.0"),
+    ("keras", dict(rho=-0.1), r"rho must be in \[0, 1\], got -0.1"),
+    ("keras", dict(epsilon=-1e-7), r"epsilon must be in \(0, inf\), got -1e-07"),
+    ("keras", dict(clipnorm=1.0, clipvalue=0.5), r"only one of clipnorm, clipvalue and global_clipnorm"),
+    ("tf1", dict(learning_rate=0.1, decay=2.0), r"decay must be in \[0, 1\], got 2.0"),
+    ("mindspore", dict(loss_scale=0.0), r"loss_scale must be in \(0, inf\), got 0.0"),
+    ("mxnet", dict(gamma1=1.1), r"gamma1 must be in \[0, 1\], got 1.1"),
+    ("mxnet", dict(gamma2=-0.1), r"gamma2 must be in \[0, 1\), got -0.1"),
+    ("mxnet2", dict(clip_gradient=-1.0), r"clip_gradient must be in \(0, inf\), got -1.0"),
+    ("optax", dict(learning_rate=0.1, momentum=-0.9), r"momentum must be in \[0, 1\), got -0.9"),
+    ("puzzlelib", dict(factor=1.2), r"factor must be in \[0, 1\], got 1.2"),
+    ("puzzlelib-graves", dict(epsilon=0), r"epsilon must be in \(0, inf\), got 0"),
+])
+def test_bad_values_name_the_framework_argument(name, kwargs, pattern):
+    with pytest.raises(ValueError, match=rf"RMSProp.like\('{name}'\): {pattern}"):
+        RMSProp.like(name, **kwargs)
+
+
+def test_bad_types_and_unknown_preset():
+    with pytest.raises(TypeError, match=r"RMSProp.like\('torch'\): centered must be True or False, got 1"):
+        RMSProp.like("torch", centered=1)
+    with pytest.raises(TypeError, match=r"RMSProp.like\('keras'\): rho must be a real number, got '0.9'"):
+        RMSProp.like("keras", rho="0.9")
+    with pytest.raises(ValueError, match=r"name must be one of 'puzzlelib', .*'optax', got 'adam'"):
+        RMSProp.like("adam")
+
+
+def test_bad_input_at_update_leaves_everything_untouched(backend_name):
+    """A schedule that yields a negative rate, or a gradient of another backend's type: clear error, no change."""
+    weights, grads = problem()
+    variables = {name: Variable(w.copy(), name=name) for name, w in weights.items()}
+    optimizer = RMSProp.like("torch", lr=lambda step: 0.1 if step == 0 else -0.1, momentum=0.9)
+    optimizer.setupOn(variables)
+    for name, g in grads[0].items():
+        variables[name].grad[...] = g
+    optimizer.update()
+    before = {name: host(var.data).copy() for name, var in variables.items()}
+    state = {name: {k: host(v).copy() for k, v in optimizer.stateOf(name).items()} for name in NAMES}
+    with pytest.raises(ValueError, match=r"learning rate for step 1 must be finite and >= 0, got -0.1"):
+        optimizer.update()
+    with pytest.raises(TypeError, match=r"grad must be a \w+ array"):
+        variables["bn.gamma"].grad = list(grads[1]["bn.gamma"])
+    with pytest.raises(ValueError, match=r"grad of shape \(3,\) .* does not match the variable's shape \(7,\)"):
+        variables["bn.gamma"].grad = np.zeros(3)
+    with pytest.raises(ValueError, match=r"grad of shape \(7,\) and dtype float32 does not match .* float64"):
+        variables["bn.gamma"].grad = np.zeros(7, np.float32)
+    for name, var in variables.items():
+        np.testing.assert_array_equal(host(var.data), before[name])
+        for k, v in optimizer.stateOf(name).items():
+            np.testing.assert_array_equal(host(v), state[name][k])
+    assert optimizer.t == 1
