@@ -1,0 +1,469 @@
+"""Checkpoints: pickle-free ``.npz`` files of module parameters and optimizer state, written atomically.
+
+A checkpoint is an ordinary NumPy ``.npz`` archive. Entry ``__meta__`` holds
+UTF-8 JSON (as a uint8 array) with the format name and version, the library
+version, every array's variable name, shape and dtype, and the optimizer's
+class, hyperparameters, step counter ``t``, skipped-step count and loss-scale
+state. The arrays are ``param:<variable>`` (module parameters) and
+``state:<variable>:<buffer>`` (optimizer buffers ``ms``, ``mg``, ``mom``,
+``master``). Files are read with ``allow_pickle=False`` and written with no
+object arrays, so loading never runs code from the file.
+
+Writing is atomic: the archive goes to a temporary file in the destination
+folder, is flushed and fsynced, renamed over the destination with
+:func:`os.replace`, and the folder is fsynced. A process killed mid-save leaves
+the previous checkpoint intact (and possibly a stray ``.<name>.*.tmp`` file,
+safe to delete).
+
+Loading validates everything first (names, shapes, dtypes, and by default the
+hyperparameters) and raises :class:`CheckpointMismatchError` listing every
+mismatch before any parameter or state is modified. Arrays are stored on the
+host, so a checkpoint saved on one backend (cupy, numba, numpy) loads on any
+other, and in either state mode (``useGlobalState`` True or False).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import types
+import zipfile
+from typing import TYPE_CHECKING, Any, Optional, Union
+
+import numpy as np
+
+import backends
+from puzzle_rms.optimizers.loss_scale import DynamicLossScale
+from puzzle_rms.validation import check_choice
+from puzzle_rms.variable import Variable
+
+if TYPE_CHECKING:
+    from puzzle_rms.optimizers.optimizer import Optimizer
+
+__all__ = ["CheckpointError", "CheckpointMismatchError", "FORMAT", "VERSION", "checkpointInfo", "loadModule",
+           "loadOptimizer", "loadTraining", "saveModule", "saveOptimizer", "saveTraining"]
+
+FORMAT = "puzzle_rms.checkpoint"
+VERSION = 1
+META_KEY = "__meta__"
+HYPERPARAMETER_MODES = ("check", "keep")
+
+PathLike = Union[str, "os.PathLike[str]"]
+EntryKey = tuple[str, str, Optional[str]]  # (section, variable, buffer); buffer is None for module parameters
+
+# Optimizer attributes that are run-time state, wiring or the failure policy: not compared on load (a run that
+# stopped on a NaN may resume with nonFinite="skip").
+_NOT_HYPERPARAMETERS = frozenset({"t", "skippedSteps", "groups", "buckets", "backend", "useGlobalState", "nodeinfo",
+                                  "nonFinite"})
+_LOSS_SCALE_CONFIG = ("growthFactor", "backoffFactor", "growthInterval", "minScale")
+
+
+class CheckpointError(ValueError):
+    """A file is not a readable puzzle_rms checkpoint (wrong format, newer version, damaged entry)."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A checkpoint does not fit the module or optimizer it is loaded into; nothing was modified.
+
+    Attributes
+    ----------
+    mismatches : list of str
+        One line per mismatching name, shape, dtype or hyperparameter.
+    """
+
+    def __init__(self, path: str, mismatches: list[str]) -> None:
+        self.mismatches = list(mismatches)
+        lines = "\n".join(f"  - {line}" for line in self.mismatches)
+        hint = ("\n(pass hyperparameters='keep' to resume with the optimizer's own hyperparameters)"
+                if any(line.startswith("hyperparameter ") for line in self.mismatches) else "")
+        super().__init__(f"checkpoint {path!r} does not match ({len(self.mismatches)} mismatches); "
+                         f"nothing was loaded:\n{lines}{hint}")
+
+
+# --- public API ---------------------------------------------------------------------------------
+def saveModule(path: PathLike, module: Any) -> None:
+    """Write the parameters of ``module`` (a Module, or a dict name -> Variable) to ``path`` atomically."""
+    path = _check_path("saveModule", path)
+    _write(path, _module_arrays("saveModule", module), module=module, optimizer=None)
+
+
+def loadModule(path: PathLike, module: Any) -> None:
+    """Load parameters saved by :func:`saveModule` or :func:`saveTraining` into ``module`` in place.
+
+    Raises
+    ------
+    CheckpointMismatchError
+        A name, shape or dtype differs (all differences are listed); nothing was modified.
+    CheckpointError
+        ``path`` is not a readable checkpoint.
+    """
+    path = _check_path("loadModule", path)
+    _load("loadModule", path, module, None, "check")
+
+
+def saveOptimizer(path: PathLike, optimizer: "Optimizer") -> None:
+    """Write the optimizer's state buffers, step counter, skip count, loss-scale state and hyperparameters.
+
+    With ``optimizer.nodeinfo`` set, only rank 0 writes, and every rank waits at a barrier afterwards.
+    """
+    path = _check_path("saveOptimizer", path)
+    arrays = _optimizer_arrays("saveOptimizer", optimizer)
+    _distributed_write(optimizer, lambda: _write(path, arrays, module=None, optimizer=optimizer))
+
+
+def loadOptimizer(path: PathLike, optimizer: "Optimizer", hyperparameters: str = "check") -> None:
+    """Restore what :func:`saveOptimizer` or :func:`saveTraining` wrote into a set-up optimizer.
+
+    Parameters
+    ----------
+    path : str or path-like
+    optimizer : Optimizer
+        Already set up (``setupOn``) on variables of the same names, shapes and dtypes, in either state mode.
+    hyperparameters : {"check", "keep"}
+        "check" (default): the saved hyperparameters (class, learning rate or schedule, factor, epsilon, ...,
+        parameter groups, loss-scale settings) must equal the optimizer's, else the differences are listed in
+        the error. "keep": resume with the optimizer's own hyperparameters (e.g. a new learning rate).
+
+    Raises
+    ------
+    CheckpointMismatchError
+        Names, shapes, dtypes or (with "check") hyperparameters differ; nothing was modified.
+    """
+    path = _check_path("loadOptimizer", path)
+    check_choice("loadOptimizer", "hyperparameters", hyperparameters, HYPERPARAMETER_MODES)
+    _load("loadOptimizer", path, None, optimizer, hyperparameters)
+
+
+def saveTraining(path: PathLike, module: Any, optimizer: "Optimizer") -> None:
+    """Write a module's parameters and an optimizer's complete state to one file, atomically.
+
+    Together they resume training exactly: ``N`` steps, :func:`saveTraining`, :func:`loadTraining` (in a
+    new process), ``M`` steps gives bit for bit the parameters of ``N + M`` uninterrupted steps on the CPU
+    backends. With ``optimizer.nodeinfo`` set, only rank 0 writes and all ranks meet at a barrier.
+    """
+    path = _check_path("saveTraining", path)
+    arrays = {**_module_arrays("saveTraining", module), **_optimizer_arrays("saveTraining", optimizer)}
+    _distributed_write(optimizer, lambda: _write(path, arrays, module=module, optimizer=optimizer))
+
+
+def loadTraining(path: PathLike, module: Any, optimizer: "Optimizer", hyperparameters: str = "check") -> None:
+    """Load what :func:`saveTraining` wrote into ``module`` and ``optimizer``; all checks come before any write.
+
+    ``hyperparameters`` is as in :func:`loadOptimizer`.
+    """
+    path = _check_path("loadTraining", path)
+    check_choice("loadTraining", "hyperparameters", hyperparameters, HYPERPARAMETER_MODES)
+    _load("loadTraining", path, module, optimizer, hyperparameters)
+
+
+def checkpointInfo(path: PathLike) -> dict[str, Any]:
+    """The metadata of a checkpoint: format version, entries (names, shapes, dtypes), optimizer step and settings."""
+    path = _check_path("checkpointInfo", path)
+    with _open(path) as archive:
+        return _metadata(path, archive)
+
+
+# --- what is saved ------------------------------------------------------------------------------
+def _check_path(owner: str, path: Any) -> str:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{owner}: path must be a str or os.PathLike, got {path!r} ({type(path).__name__})")
+    return os.fspath(path)
+
+
+def _module_table(owner: str, module: Any) -> dict[str, Variable]:
+    """name -> Variable of a Module or a dict of Variables."""
+    if hasattr(module, "getVarTable"):
+        table = module.getVarTable()
+    elif isinstance(module, dict):
+        table = module
+    else:
+        raise TypeError(f"{owner}: module must be a Module or a dict of name -> Variable, got {type(module).__name__}")
+    for name, var in table.items():
+        if not isinstance(var, Variable):
+            raise TypeError(f"{owner}: module entry {name!r} is a {type(var).__name__}, expected a Variable")
+    return table
+
+
+def _module_arrays(owner: str, module: Any) -> dict[EntryKey, Any]:
+    return {("module", name, None): var.data for name, var in _module_table(owner, module).items()}
+
+
+def _optimizer_arrays(owner: str, optimizer: Any) -> dict[EntryKey, Any]:
+    """(section, variable, buffer) -> view of that state buffer, for every optimized variable."""
+    if not hasattr(optimizer, "buckets") or not hasattr(optimizer, "stateInit"):
+        raise TypeError(f"{owner}: optimizer must be a puzzle_rms Optimizer, got {type(optimizer).__name__}")
+    if not optimizer.buckets:
+        raise RuntimeError(f"{owner}: {type(optimizer).__name__} has no state yet; call setupOn(...) first")
+    arrays: dict[EntryKey, Any] = {}
+    seen: set[str] = set()
+    duplicates = set()
+    for bucket in optimizer.buckets:
+        for index, name in enumerate(bucket.names):
+            if name in seen:
+                duplicates.add(name)
+            seen.add(name)
+            for buffer, view in bucket.stateOf(index).items():
+                arrays[("optimizer", name, buffer)] = view
+            if not bucket.state:
+                arrays[("optimizer", name, None)] = None  # a stateless rule (SGD): record the name only
+    if duplicates:
+        raise ValueError(f"{owner}: variable names must be unique to be checkpointed; {sorted(duplicates)} appear "
+                         f"more than once (name the Variables or pass a dict)")
+    return arrays
+
+
+def _describe(value: Any, nested: bool = False) -> Any:
+    """A JSON value that identifies a hyperparameter: numbers as is, schedules and callables by type and settings."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_describe(item, True) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _describe(item, True) for key, item in value.items()}
+    if isinstance(value, DynamicLossScale):
+        return {"type": "DynamicLossScale", **{name: getattr(value, name) for name in _LOSS_SCALE_CONFIG}}
+    if isinstance(value, (types.FunctionType, types.BuiltinFunctionType, types.MethodType)):
+        return {"function": f"{getattr(value, '__module__', '?')}.{value.__qualname__}"}
+    description: dict[str, Any] = {"type": f"{type(value).__module__}.{type(value).__qualname__}"}
+    if not nested:
+        for name, item in vars(value).items() if hasattr(value, "__dict__") else ():
+            if not name.startswith("_"):
+                item = _describe(item, True)
+                if not isinstance(item, dict):
+                    description[name] = item
+    return description
+
+
+def _hyperparameters(optimizer: Any) -> dict[str, Any]:
+    """The optimizer's class, public settings and parameter groups, as JSON values."""
+    settings = {name: _describe(value) for name, value in sorted(vars(optimizer).items())
+                if not name.startswith("_") and name not in _NOT_HYPERPARAMETERS}
+    settings["class"] = type(optimizer).__qualname__
+    settings["groups"] = [
+        {"names": list(group.names), "learnRate": _describe(group.learnRate), "weightDecay": group.weightDecay,
+         "decoupledWeightDecay": group.decoupledWeightDecay, "decayFilter": _describe(group.decayFilter),
+         "extra": _describe(group.extra)}
+        for group in optimizer.groups
+    ]
+    return settings
+
+
+def _host(array: Any) -> np.ndarray:
+    return np.asarray(backends.current().to_host(array), order="C")  # keeps 0-d shapes, unlike ascontiguousarray
+
+
+def _write(path: str, arrays: dict[EntryKey, Any], module: Any, optimizer: Any) -> None:
+    """Build the archive from ``arrays`` and the metadata, then write it atomically."""
+    entries, payload = [], {}
+    for (section, name, buffer), array in arrays.items():
+        if array is None:
+            entries.append({"key": None, "section": section, "variable": name, "buffer": None})
+            continue
+        key = f"param:{name}" if section == "module" else f"state:{name}:{buffer}"
+        host = _host(array)
+        payload[key] = host
+        entries.append({"key": key, "section": section, "variable": name, "buffer": buffer,
+                        "shape": list(host.shape), "dtype": str(host.dtype)})
+    meta: dict[str, Any] = {"format": FORMAT, "version": VERSION, "library": _library_version(),
+                            "backend": (backends.current() if optimizer is None else optimizer.backend).name,
+                            "entries": entries}
+    if module is not None:
+        meta["module"] = {"class": type(module).__qualname__}
+    if optimizer is not None:
+        dynamic = isinstance(optimizer.lossScale, DynamicLossScale)
+        meta["optimizer"] = {"hyperparameters": _hyperparameters(optimizer), "t": int(optimizer.t),
+                             "skippedSteps": int(optimizer.skippedSteps),
+                             "lossScaleState": optimizer.lossScale.state() if dynamic else None}
+    text = json.dumps(meta, sort_keys=True).encode("utf-8")
+    _atomic_savez(path, {META_KEY: np.frombuffer(text, dtype=np.uint8), **payload})
+
+
+def _library_version() -> str:
+    from puzzle_rms import __version__
+
+    return __version__
+
+
+def _atomic_savez(path: str, arrays: dict[str, np.ndarray]) -> None:
+    """Write ``arrays`` as an .npz to a temporary file beside ``path``, fsync it, rename it over ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    temporary = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            np.savez(stream, allow_pickle=False, **arrays)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
+        raise
+    _fsync_folder(folder)
+
+
+def _fsync_folder(folder: str) -> None:
+    """Make the rename durable (POSIX); folders cannot be opened for fsync on Windows."""
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _distributed_write(optimizer: Any, write: Any) -> None:
+    """Run ``write`` on rank 0 only when ``optimizer.nodeinfo`` is set; every rank then meets at a barrier."""
+    nodeinfo = getattr(optimizer, "nodeinfo", None)
+    if nodeinfo is None:
+        write()
+        return
+    barrier = getattr(nodeinfo, "barrier", None)
+    try:
+        if getattr(nodeinfo, "rank", 0) == 0:
+            write()
+    finally:
+        if barrier is not None:
+            barrier()  # reached by rank 0 even when writing failed, so that no rank waits forever
+
+
+# --- loading ------------------------------------------------------------------------------------
+def _open(path: str) -> Any:
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"checkpoint {path!r} does not exist") from None
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
+        raise CheckpointError(f"{path!r} is not a puzzle_rms checkpoint (an .npz archive): {error}") from error
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise CheckpointError(f"{path!r} holds a single .npy array, not a puzzle_rms checkpoint (.npz archive)")
+    return archive
+
+
+def _metadata(path: str, archive: Any) -> dict[str, Any]:
+    if META_KEY not in archive.files:
+        raise CheckpointError(f"{path!r} is an .npz archive without {META_KEY!r}: not a puzzle_rms checkpoint")
+    try:
+        meta = json.loads(_read_entry(path, archive, META_KEY).tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path!r}: the metadata is damaged: {error}") from error
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path!r}: format {meta.get('format') if isinstance(meta, dict) else None!r}, "
+                              f"expected {FORMAT!r}")
+    version = meta.get("version")
+    if not isinstance(version, int) or not 1 <= version <= VERSION:
+        raise CheckpointError(f"{path!r}: checkpoint format version {version!r}; this puzzle_rms "
+                              f"({_library_version()}) reads versions 1 to {VERSION}")
+    return meta
+
+
+def _read_entry(path: str, archive: Any, key: str) -> np.ndarray:
+    try:
+        return archive[key]
+    except KeyError:
+        raise CheckpointError(f"{path!r}: entry {key!r} is listed in the metadata but missing") from None
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
+        raise CheckpointError(f"{path!r}: entry {key!r} is damaged: {error}") from error
+
+
+def _label(key: EntryKey) -> str:
+    section, name, buffer = key
+    if section == "module":
+        return f"parameter {name!r}"
+    return f"optimizer variable {name!r}" if buffer is None else f"optimizer state {buffer!r} of {name!r}"
+
+
+def _compare_entries(expected: dict[EntryKey, Any], saved: dict[EntryKey, dict], what: str) -> list[str]:
+    """One line per entry missing on either side or differing in shape or dtype."""
+    lines = []
+    for key, array in expected.items():
+        entry = saved.get(key)
+        if entry is None:
+            lines.append(f"{_label(key)}: in the {what} but not in the checkpoint")
+        elif array is not None:
+            if tuple(entry["shape"]) != tuple(array.shape):
+                lines.append(f"{_label(key)}: shape {tuple(entry['shape'])} in the checkpoint, "
+                             f"{tuple(array.shape)} in the {what}")
+            if np.dtype(entry["dtype"]) != np.dtype(array.dtype):
+                lines.append(f"{_label(key)}: dtype {entry['dtype']} in the checkpoint, {array.dtype} in the {what}")
+    lines += [f"{_label(key)}: in the checkpoint but not in the {what}" for key in saved if key not in expected]
+    return lines
+
+
+def _compare_hyperparameters(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    lines = []
+    for name in sorted(set(saved) | set(current)):
+        old, new = saved.get(name, "<absent>"), current.get(name, "<absent>")
+        if json.dumps(old, sort_keys=True) != json.dumps(new, sort_keys=True):
+            lines.append(f"hyperparameter {name}: {json.dumps(old)} in the checkpoint, {json.dumps(new)} in the "
+                         f"optimizer")
+    return lines
+
+
+def _load(owner: str, path: str, module: Any, optimizer: Any, hyperparameters: str) -> None:
+    """Validate everything, read every array, and only then write into the module and the optimizer."""
+    expected: dict[EntryKey, Any] = {}
+    if module is not None:
+        expected.update(_module_arrays(owner, module))
+    if optimizer is not None:
+        expected.update(_optimizer_arrays(owner, optimizer))
+    with _open(path) as archive:
+        meta = _metadata(path, archive)
+        saved = {(e["section"], e["variable"], e["buffer"]): e for e in meta["entries"]}
+        mismatches = []
+        if module is not None:
+            if not any(key[0] == "module" for key in saved):
+                raise CheckpointError(f"{path!r} holds no module parameters (it was written by saveOptimizer)")
+            mismatches += _compare_entries({k: v for k, v in expected.items() if k[0] == "module"},
+                                           {k: e for k, e in saved.items() if k[0] == "module"}, "module")
+        if optimizer is not None:
+            if "optimizer" not in meta:
+                raise CheckpointError(f"{path!r} holds no optimizer state (it was written by saveModule)")
+            mismatches += _compare_entries({k: v for k, v in expected.items() if k[0] == "optimizer"},
+                                           {k: e for k, e in saved.items() if k[0] == "optimizer"}, "optimizer")
+            if hyperparameters == "check":
+                mismatches += _compare_hyperparameters(meta["optimizer"]["hyperparameters"],
+                                                       _hyperparameters(optimizer))
+        if mismatches:
+            raise CheckpointMismatchError(path, mismatches)
+        values = {}
+        for key, target in expected.items():
+            if target is None:
+                continue
+            entry = saved[key]
+            array = _read_entry(path, archive, entry["key"])
+            if array.shape != tuple(entry["shape"]) or array.dtype != np.dtype(entry["dtype"]):
+                raise CheckpointError(f"{path!r}: entry {entry['key']!r} holds shape {array.shape} and dtype "
+                                      f"{array.dtype}, but the metadata says {tuple(entry['shape'])} and "
+                                      f"{entry['dtype']}: the file is damaged")
+            values[key] = array
+    _assign(owner, values, expected, module, optimizer)
+    if optimizer is not None:
+        state = meta["optimizer"]
+        optimizer.t = int(state["t"])
+        optimizer.skippedSteps = int(state["skippedSteps"])
+        if state["lossScaleState"] is not None and isinstance(optimizer.lossScale, DynamicLossScale):
+            optimizer.lossScale.loadState(state["lossScaleState"])
+
+
+def _assign(owner: str, values: dict[EntryKey, np.ndarray], targets: dict[EntryKey, Any], module: Any,
+            optimizer: Any) -> None:
+    """Copy host arrays into the targets in place: first move all to the device, then write all."""
+    moduleBackend = backends.current()
+    if module is not None:
+        for key, target in targets.items():
+            if key[0] == "module" and not moduleBackend.owns(target):
+                raise TypeError(f"{owner}: {_label(key)} is a {type(target).__name__} but the current backend is "
+                                f"{moduleBackend.name!r}; use the backend the module was built on")
+    staged = []
+    for key, host in values.items():
+        backend = moduleBackend if key[0] == "module" else optimizer.backend
+        staged.append((targets[key], backend.to_device(host)))
+    for target, value in staged:
+        target[...] = value
