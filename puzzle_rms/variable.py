@@ -9,6 +9,14 @@ import backends
 from puzzle_rms.validation import check_optional_str, check_range
 
 
+_learnRateVersion = 0  # bumped by every Variable.learnRate assignment
+
+
+def learn_rate_version() -> int:
+    """A counter that changes whenever any Variable's ``learnRate`` is set (cheap change detection)."""
+    return _learnRateVersion
+
+
 class Variable:
     """A parameter tensor on the current backend.
 
@@ -36,7 +44,7 @@ class Variable:
                  learnRate: float = 1.0) -> None:
         backend = backends.current()
         self.name = check_optional_str("Variable", "name", name)
-        self.learnRate = check_range(f"Variable {name!r}", "learnRate", learnRate, 0.0)
+        self.learnRate = learnRate
         self._pinned = False
         self._data = data if backend.owns(data) else backend.to_device(data)
         if self._data.dtype not in backend.dtypesSupported:
@@ -45,6 +53,17 @@ class Variable:
         self._grad = backend.zeros(self._data.shape, self._data.dtype)
         if grad is not None:
             self.grad = grad  # checked against the zeros' shape and dtype, then bound
+
+    @property
+    def learnRate(self) -> float:
+        return self._learnRate
+
+    @learnRate.setter
+    def learnRate(self, value: float) -> None:
+        """Set the multiplier; optimizers see the change at their next update."""
+        global _learnRateVersion
+        self._learnRate = check_range(f"Variable {self.name!r}", "learnRate", value, 0.0)
+        _learnRateVersion += 1
 
     @property
     def data(self) -> Any:

@@ -116,6 +116,29 @@ def test_per_variable_learn_rate_multiplier(backend_name, rng, useGlobalState):
 
 
 @pytest.mark.parametrize("useGlobalState", [False, True], ids=["local", "global"])
+def test_learn_rate_multiplier_changed_after_setup(backend_name, rng, useGlobalState):
+    """Assigning Variable.learnRate between updates takes effect at the next update, in both state modes."""
+    weights, grads = random_problem(rng, SHAPES[:3], 6)
+    variables = make_variables(weights)
+    optimizer = RMSProp(learnRate=0.05, epsilon=1e-2)
+    optimizer.setupOn(variables, useGlobalState=useGlobalState)
+    schedule = [[1.0, 1.0, 1.0]] * 2 + [[0.0, 2.0, 1.0]] * 2 + [[0.5, 0.5, 0.5]] * 2
+    w = [x.astype(np.float64) for x in weights]
+    ms = [np.zeros_like(x) for x in w]
+    for stepGrads, multipliers in zip(grads, schedule):
+        for var, m in zip(variables, multipliers):
+            var.learnRate = m
+        optimizer.zeroGradParams()
+        for i, (var, g) in enumerate(zip(variables, stepGrads)):
+            var.grad[...] = backends.current().to_device(g)
+            ms[i] = 0.9 * ms[i] + 0.1 * g.astype(np.float64) ** 2
+            w[i] = w[i] - 0.05 * multipliers[i] * g / (np.sqrt(ms[i]) + 1e-2)
+        optimizer.update()
+    for var, expected in zip(variables, w):
+        np.testing.assert_allclose(host(var.data), expected, **F32)
+
+
+@pytest.mark.parametrize("useGlobalState", [False, True], ids=["local", "global"])
 def test_sgd_matches_reference(backend_name, rng, useGlobalState):
     weights, grads = random_problem(rng, SHAPES, 8)
     learnRates = [0.1, 0.01, 0.2, 0.0, 0.05, 0.05, 0.3, 0.01]
@@ -169,6 +192,8 @@ def test_setup_on_rejects_bad_targets(backend_name):
         RMSProp().setupOn([a, np.zeros(3)])
     with pytest.raises(ValueError, match="variable 'a' appears twice"):
         RMSProp().setupOn([a, a])
+    with pytest.raises(ValueError, match="two variables are named '0'; expected unique names"):
+        RMSProp().setupOn([{"params": [Variable(np.ones(2, np.float32))]}, {"params": [Variable(np.ones(2, np.float32))]}])
     with pytest.raises(ValueError, match="no variables to optimize"):
         RMSProp().setupOn([])
     with pytest.raises(TypeError, match="useGlobalState must be True or False, got 'yes'"):

@@ -14,7 +14,7 @@ import numpy as np
 
 from backends import Backend
 from puzzle_rms.sparse import RowSparseVariable, rows_layout
-from puzzle_rms.variable import Variable
+from puzzle_rms.variable import Variable, learn_rate_version
 
 
 @dataclass
@@ -79,6 +79,7 @@ class Bucket:
         self._denseRuns = _runs(self.offsets, denseSizes)
         self.segGroup = np.asarray(groups, dtype=np.int64)
         self.segMult = np.array([float(v.learnRate) for v in variables])
+        self._multVersion = learn_rate_version()
         self.segDecay = np.asarray(decays, dtype=np.float64)
         if flat:
             self.w = backend.zeros(self.size, self.dtype)
@@ -143,7 +144,12 @@ class Bucket:
         """The kernel's ``(segments, 4)`` table ``[lr, wd, wScale, gradScale]``; re-uploaded only when it changed.
 
         ``lr = groupLr * Variable.learnRate``, ``wd`` is the coupled decay, ``wScale = 1 - lr * decoupledDecay``.
+        The Variables' multipliers are read again only when some ``learnRate`` was assigned since.
         """
+        if self._multVersion != learn_rate_version():
+            self.segMult = np.array([float(v.learnRate) for v in self.variables])
+            self._multVersion = learn_rate_version()
+            self._segKey = None
         key = (groupLr.tobytes(), groupWd.tobytes(), groupWdd.tobytes())
         if clipFactors is None and key == self._segKey:
             return self._segParams

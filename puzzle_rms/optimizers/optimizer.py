@@ -136,12 +136,17 @@ class Optimizer:
         groups = self._parse_groups(target)
         backend = backends.current()
         seen: dict[int, str] = {}
+        names: set[str] = set()
         for group in groups:
             for name, var in zip(group.names, group.variables):
                 if id(var) in seen:
                     raise ValueError(f"{owner}.setupOn: variable {name!r} appears twice (also as {seen[id(var)]!r}); "
                                      f"each Variable must appear once")
+                if name in names:
+                    raise ValueError(f"{owner}.setupOn: two variables are named {name!r}; expected unique names "
+                                     f"(name the Variables, or pass dicts of name -> Variable)")
                 seen[id(var)] = name
+                names.add(name)
                 for what in ("data", "grad"):
                     if not backend.owns(getattr(var, what)):
                         raise TypeError(f"{owner}.setupOn: variable {name!r} holds a {type(getattr(var, what)).__name__}"
