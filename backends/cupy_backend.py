@@ -5,7 +5,10 @@ segment) with a block-stride loop, so neighbouring threads touch neighbouring
 elements (coalesced). Hyperparameters travel as kernel arguments, not as a
 device array, so a step needs no host-to-device copy unless the per-segment
 table changed. float16 parameters are converted with the PTX ``cvt``
-instructions and computed in float32.
+instructions and computed in float32; where a block's float16 weights and
+gradients are 4-byte aligned, each thread loads and stores neighbouring pairs
+as one 32-bit word (half2). Each (kernel, dtypes) pair is compiled once per
+process; the per-block partial sums of the norm pass reuse one buffer.
 """
 from __future__ import annotations
 
@@ -27,28 +30,25 @@ _SOURCE = r"""
 __device__ __forceinline__ float load(unsigned short h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
 __device__ __forceinline__ float load(float x) { return x; }
 __device__ __forceinline__ double load(double x) { return x; }
-__device__ __forceinline__ void store(unsigned short* p, float x) { unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x)); *p = h; }
+__device__ __forceinline__ unsigned short half_bits(float x) {
+    unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x)); return h;
+}
+__device__ __forceinline__ void store(unsigned short* p, float x) { *p = half_bits(x); }
 __device__ __forceinline__ void store(float* p, float x) { *p = x; }
 __device__ __forceinline__ void store(double* p, double x) { *p = x; }
 template <typename X> __device__ __forceinline__ X clip(X x, X bound) { return x < -bound ? -bound : (x > bound ? bound : x); }
 
-extern "C" __global__ void rmsprop(
-    T* __restrict__ w, const G* __restrict__ g, S* __restrict__ ms, S* __restrict__ mg, S* __restrict__ mom,
-    const long long* __restrict__ blocks, const S* __restrict__ seg,
-    S gradScale, S clipValue, S wdPre, S wdPost, S rho, S omr, S epsIn, S epsOut,
-    S mu, S lrIn, S nesterov, S clipWeights, S bcMs, S bcMg, int centered, int momentum)
-{
-    const long long* blk = blocks + 4 * (long long)blockIdx.x;
-    const long long w0 = blk[0], n = blk[1] - blk[0], s = blk[2], g0 = blk[3];
-    const S lr = seg[4 * s], wd = seg[4 * s + 1], wScale = seg[4 * s + 2], gs = gradScale * seg[4 * s + 3];
-    const S one = 1, zero = 0;
-    const S c1 = lrIn * lr + (one - lrIn);
-    const S c2 = (nesterov * mu + (one - nesterov)) * (lrIn + (one - lrIn) * lr);
-    const S c3 = nesterov * lr;
-    for (long long i = threadIdx.x; i < n; i += blockDim.x) {
-        const long long k = w0 + i;
-        S wi = (S)load(w[k]) * wScale;
-        S gi = clip((S)load(g[g0 + i]) * gs + wd * wdPre * wi, clipValue) + wd * wdPost * wi;
+// The step of one element k (formula: backends/backend.py); reads and writes its state, returns the new weight.
+struct Step {
+    S* ms; S* mg; S* mom;
+    S lr, wdPre, wdPost, wScale, gs, clipValue, rho, omr, epsIn, epsOut, mu, nesterov, c1, c2, c3, clipWeights;
+    S bcMs, bcMg;
+    int centered, momentum;
+
+    __device__ __forceinline__ S operator()(S wi, S gi, long long k) const {
+        const S zero = 0;
+        wi = wi * wScale;
+        gi = clip(gi * gs + wdPre * wi, clipValue) + wdPost * wi;
         const S m = rho * ms[k] + omr * gi * gi;
         ms[k] = m;
         S v = bcMs * m;
@@ -62,12 +62,54 @@ extern "C" __global__ void rmsprop(
         if (momentum) {
             const S mv = mu * mom[k] + c1 * u;
             mom[k] = mv;
-            wi = wi - c2 * mv - c3 * u;
+            wi = wi - c2 * mv;
+            if (nesterov != zero) wi = wi - c3 * u;
         } else {
             wi = wi - lr * u;
         }
-        store(&w[k], clip(wi, clipWeights));
+        return clip(wi, clipWeights);
     }
+};
+
+extern "C" __global__ void rmsprop(
+    T* __restrict__ w, const G* __restrict__ g, S* __restrict__ ms, S* __restrict__ mg, S* __restrict__ mom,
+    const long long* __restrict__ blocks, const S* __restrict__ seg,
+    S gradScale, S clipValue, S wdPre, S wdPost, S rho, S omr, S epsIn, S epsOut,
+    S mu, S lrIn, S nesterov, S clipWeights, S bcMs, S bcMg, int centered, int momentum)
+{
+    const long long* blk = blocks + 4 * (long long)blockIdx.x;
+    const long long w0 = blk[0], n = blk[1] - blk[0], s = blk[2], g0 = blk[3];
+    const S lr = seg[4 * s], wd = seg[4 * s + 1], one = 1;
+    Step step;
+    step.ms = ms; step.mg = mg; step.mom = mom;
+    step.lr = lr; step.wdPre = wd * wdPre; step.wdPost = wd * wdPost; step.wScale = seg[4 * s + 2];
+    step.gs = gradScale * seg[4 * s + 3]; step.clipValue = clipValue; step.rho = rho; step.omr = omr;
+    step.epsIn = epsIn; step.epsOut = epsOut; step.mu = mu; step.nesterov = nesterov;
+    step.c1 = lrIn * lr + (one - lrIn);
+    step.c2 = (nesterov * mu + (one - nesterov)) * (lrIn + (one - lrIn) * lr);
+    step.c3 = nesterov * lr;
+    step.clipWeights = clipWeights; step.bcMs = bcMs; step.bcMg = bcMg;
+    step.centered = centered; step.momentum = momentum;
+    T* wb = w + w0;
+    const G* gb = g + g0;
+    long long first = 0;  // first element left to the one-by-one loop
+    if (sizeof(T) == 2 && sizeof(G) == 2 && ((reinterpret_cast<size_t>(wb) | reinterpret_cast<size_t>(gb)) & 3) == 0) {
+        // float16 weights and gradients, both 4-byte aligned in this block: a pair of neighbours per 32-bit
+        // load and store (half2); the odd last element, if any, goes to the loop below
+        unsigned int* w2 = reinterpret_cast<unsigned int*>(wb);
+        const unsigned int* g2 = reinterpret_cast<const unsigned int*>(gb);
+        const long long pairs = n >> 1;
+        for (long long j = threadIdx.x; j < pairs; j += blockDim.x) {
+            const unsigned int wp = w2[j], gp = g2[j];
+            const long long k = w0 + 2 * j;
+            const S lo = step((S)load((unsigned short)(wp & 0xffffu)), (S)load((unsigned short)(gp & 0xffffu)), k);
+            const S hi = step((S)load((unsigned short)(wp >> 16)), (S)load((unsigned short)(gp >> 16)), k + 1);
+            w2[j] = (unsigned int)half_bits((float)lo) | ((unsigned int)half_bits((float)hi) << 16);
+        }
+        first = pairs << 1;
+    }
+    for (long long i = first + threadIdx.x; i < n; i += blockDim.x)
+        store(&wb[i], step((S)load(wb[i]), (S)load(gb[i]), w0 + i));
 }
 
 extern "C" __global__ void sgd(T* __restrict__ w, const G* __restrict__ g, const long long* __restrict__ blocks,
@@ -126,14 +168,18 @@ class CupyBackend(Backend):
         import cupy
 
         self.xp = cupy
-        self._modules: dict[tuple[str, str, str], Any] = {}
+        self._functions: dict[tuple[str, Any, Any, Any], Any] = {}
+        self._blockSums = cupy.empty(0, np.float64)
 
-    def _module(self, w: Any, g: Any, state: Any) -> Any:
-        key = (_CTYPES[np.dtype(w.dtype)], _CTYPES[np.dtype(g.dtype)], _CTYPES[np.dtype(state)])
-        if key not in self._modules:
-            defines = f"typedef {key[0]} T;\ntypedef {key[1]} G;\ntypedef {key[2]} S;\n"
-            self._modules[key] = self.xp.RawModule(code=defines + _SOURCE, options=("--std=c++14",))
-        return self._modules[key]
+    def _function(self, name: str, w: Any, g: Any, state: Any) -> Any:
+        """Kernel ``name`` compiled for these weight, gradient and state dtypes (once per process)."""
+        key = (name, w.dtype, g.dtype, np.dtype(state))
+        if key not in self._functions:
+            types = [_CTYPES[np.dtype(t)] for t in key[1:]]
+            defines = f"typedef {types[0]} T;\ntypedef {types[1]} G;\ntypedef {types[2]} S;\n"
+            module = self.xp.RawModule(code=defines + _SOURCE, options=("--std=c++14",))
+            self._functions[key] = module.get_function(name)
+        return self._functions[key]
 
     def to_host(self, array: Any) -> np.ndarray:
         return self.xp.asnumpy(array) if isinstance(array, self.xp.ndarray) else np.asarray(array)
@@ -154,7 +200,7 @@ class CupyBackend(Backend):
         if nblocks == 0:
             return
         state = np.dtype(ms.dtype).type
-        kernel = self._module(w, g, ms.dtype).get_function("rmsprop")
+        kernel = self._function("rmsprop", w, g, ms.dtype)
         scalars = tuple(state(x) for x in hyper[:len(HYPER_FIELDS)])
         kernel((nblocks,), (THREADS,), (w, g, ms, ms if mg is None else mg, ms if mom is None else mom,
                                         layout.blocks, segParams) + scalars
@@ -165,15 +211,17 @@ class CupyBackend(Backend):
         if nblocks == 0:
             return
         state = segParams.dtype.type
-        kernel = self._module(w, g, segParams.dtype).get_function("sgd")
+        kernel = self._function("sgd", w, g, segParams.dtype)
         kernel((nblocks,), (THREADS,), (w, g, layout.blocks, segParams, state(hyper[0])))
 
     def segment_sumsq(self, g: Any, layout: Layout) -> np.ndarray:
         nblocks = layout.hostBlocks.shape[0]
         if nblocks == 0:
             return np.zeros(layout.numSegments)
-        partial = self.xp.empty(nblocks, dtype=np.float64)
+        if self._blockSums.size < nblocks:
+            self._blockSums = self.xp.empty(nblocks, np.float64)
+        partial = self._blockSums[:nblocks]
         state = np.float64 if g.dtype == np.float64 else np.float32
-        self._module(g, g, state).get_function("block_sumsq")((nblocks,), (THREADS,), (g, layout.blocks, partial))
+        self._function("block_sumsq", g, g, state)((nblocks,), (THREADS,), (g, layout.blocks, partial))
         sums = self.xp.bincount(layout.blocks[:, 2], weights=partial, minlength=layout.numSegments)
         return self.xp.asnumpy(sums)

@@ -4,7 +4,8 @@ Each kernel is one ``prange`` over the layout's blocks; inside a block the loop
 runs over slice views from index 0 (absolute indices defeat vectorization) in
 the state dtype (float32 scalars keep float32 math). ``error_model="numpy"`` is
 essential for SIMD. Kernels are cached on disk (``cache=True``), so only the
-first process on a machine pays the compile time.
+first process on a machine pays the compile time. Layouts smaller than
+:data:`PARALLEL_MIN_ELEMENTS` run the serial twin of each kernel.
 
 Numba has no float16 arithmetic on the CPU: float16 parameters go through
 float32 scratch copies around the same kernel.
@@ -20,6 +21,10 @@ from backends.backend import Backend, Layout
 
 # Fast-math without 'nnan'/'ninf': infinities are the "no clipping" bounds, and NaNs must propagate.
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+# Layouts of fewer elements run on the calling thread: a parallel launch costs ~2 us on an idle machine and
+# a scheduler time slice (~10 ms) when the other cores are busy, more than such a layout takes serially.
+PARALLEL_MIN_ELEMENTS = 1 << 15
 
 
 def probe() -> Optional[str]:
@@ -49,6 +54,11 @@ class NumbaBackend(Backend):
     def __init__(self) -> None:
         self.kernels = _kernels()
         self._scratch: dict[str, np.ndarray] = {}
+        self._blockSums = np.empty(0)
+
+    def _kernel(self, name: str, layout: Layout) -> Any:
+        """Kernel ``name``: its parallel version for large layouts, its serial one for small ones."""
+        return getattr(self.kernels, name if layout.size >= PARALLEL_MIN_ELEMENTS else f"{name}_serial")
 
     def _f32(self, key: str, array: np.ndarray) -> np.ndarray:
         """A float32 copy of ``array`` in a reused scratch buffer."""
@@ -64,24 +74,35 @@ class NumbaBackend(Backend):
 
     def rmsprop_update(self, w: np.ndarray, g: np.ndarray, ms: np.ndarray, mg: Optional[np.ndarray],
                        mom: Optional[np.ndarray], layout: Layout, segParams: np.ndarray, hyper: np.ndarray) -> None:
+        if layout.hostBlocks.shape[0] == 0:  # nothing to do: skip the parallel launch (and float16 copies)
+            return
         half = w.dtype == np.float16
         wc = self._f32("w", w) if half else w
         gc = self._f32("g", g) if g.dtype == np.float16 else g
         empty = ms[:0]
-        self.kernels.rmsprop(wc, gc, ms, empty if mg is None else mg, empty if mom is None else mom,
-                             layout.blocks, segParams, hyper.astype(ms.dtype), mg is not None, mom is not None)
+        self._kernel("rmsprop", layout)(wc, gc, ms, empty if mg is None else mg, empty if mom is None else mom,
+                                        layout.blocks, segParams, hyper.astype(ms.dtype), mg is not None,
+                                        mom is not None)
         if half:
             np.copyto(w, wc, casting="unsafe")
 
     def sgd_update(self, w: np.ndarray, g: np.ndarray, layout: Layout, segParams: np.ndarray,
                    hyper: np.ndarray) -> None:
+        if layout.hostBlocks.shape[0] == 0:
+            return
         half = w.dtype == np.float16
         wc = self._f32("w", w) if half else w
         gc = self._f32("g", g) if g.dtype == np.float16 else g
-        self.kernels.sgd(wc, gc, layout.blocks, segParams, hyper.astype(wc.dtype))
+        self._kernel("sgd", layout)(wc, gc, layout.blocks, segParams, hyper.astype(wc.dtype))
         if half:
             np.copyto(w, wc, casting="unsafe")
 
     def segment_sumsq(self, g: np.ndarray, layout: Layout) -> np.ndarray:
-        partial = self.kernels.block_sumsq(g if g.dtype != np.float16 else self._f32("g", g), layout.blocks)
+        if layout.hostBlocks.shape[0] == 0:
+            return np.zeros(layout.numSegments)
+        nblocks = layout.hostBlocks.shape[0]
+        if self._blockSums.size < nblocks:
+            self._blockSums = np.empty(nblocks)
+        partial = self._blockSums[:nblocks]
+        self._kernel("block_sumsq", layout)(g if g.dtype != np.float16 else self._f32("g", g), layout.blocks, partial)
         return np.bincount(layout.hostBlocks[:, 2], weights=partial, minlength=layout.numSegments)
