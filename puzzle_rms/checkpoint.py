@@ -196,20 +196,12 @@ def _optimizer_arrays(owner: str, optimizer: Any) -> dict[EntryKey, Any]:
     if not optimizer.buckets:
         raise RuntimeError(f"{owner}: {type(optimizer).__name__} has no state yet; call setupOn(...) first")
     arrays: dict[EntryKey, Any] = {}
-    seen: set[str] = set()
-    duplicates = set()
-    for bucket in optimizer.buckets:
+    for bucket in optimizer.buckets:  # setupOn guarantees unique names
         for index, name in enumerate(bucket.names):
-            if name in seen:
-                duplicates.add(name)
-            seen.add(name)
             for buffer, view in bucket.stateOf(index).items():
                 arrays[("optimizer", name, buffer)] = view
             if not bucket.state:
                 arrays[("optimizer", name, None)] = None  # a stateless rule (SGD): record the name only
-    if duplicates:
-        raise ValueError(f"{owner}: variable names must be unique to be checkpointed; {sorted(duplicates)} appear "
-                         f"more than once (name the Variables or pass a dict)")
     return arrays
 
 

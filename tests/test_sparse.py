@@ -6,7 +6,6 @@ import pytest
 
 import backends
 from puzzle_rms import Variable
-from puzzle_rms.bench_sparse import measureSparseUpdate
 from puzzle_rms.containers import Sequential
 from puzzle_rms.modules import Embedding, Linear
 from puzzle_rms.optimizers import NonFiniteGradientError, RMSProp
@@ -256,12 +255,6 @@ def test_tf1_preset_trains_an_embedding_lazily(backend_name, useGlobalState):
     np.testing.assert_array_equal(host(model[0].W)[never], table[never])
     assert (np.abs(host(model[0].W)[seen] - table[seen]).min(axis=1) > 0).all()
     assert np.abs(host(model[1].W) - linear).min() > 0
-
-
-def test_benchmark_entry_point_reports_both_modes(backend_name):
-    result = measureSparseUpdate(vocab=2000, dim=8, touched=50, repeats=2)
-    assert result["backend"] == backend_name and result["touched"] == 50
-    assert result["lazySeconds"] > 0 and result["denseSeconds"] > 0
 
 
 @pytest.mark.parametrize("masterWeights", [False, True])
