@@ -19,10 +19,13 @@ def select_backend(name: Optional[str]) -> backends.Backend:
     return backends.current() if name is None else backends.use(name)
 
 
-def parse_args(description: str, epochs: int, plotName: str,
-               argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    """The options every example takes: ``--backend``, ``--epochs``, ``--seed`` and ``--plot``/``--no-plot``."""
-    parser = argparse.ArgumentParser(description=description)
+def parse_args(description: str, epochs: int, plotName: str, argv: Optional[Sequence[str]] = None,
+               parents: Sequence[argparse.ArgumentParser] = ()) -> argparse.Namespace:
+    """The options every example takes: ``--backend``, ``--epochs``, ``--seed`` and ``--plot``/``--no-plot``.
+
+    ``parents`` (parsers made with ``add_help=False``) add an example's own options.
+    """
+    parser = argparse.ArgumentParser(description=description, parents=list(parents))
     parser.add_argument("--backend", choices=backends.NAMES, default=None,
                         help=f"array backend (default: ${backends.ENV_VAR}, else auto)")
     parser.add_argument("--epochs", type=_positive_int, default=epochs, help=f"passes over the data (default {epochs})")

@@ -250,14 +250,17 @@ def test_collectives_on_raw_buffers(ranks: list[dict]) -> None:
 
 @needs_mpi
 def test_the_example_prints_the_same_losses_on_2_ranks_as_on_1() -> None:
-    script = str(ROOT / "examples" / "data_parallel.py")
+    script = str(ROOT / "examples" / "regression.py")
     options = ["--backend", "numpy", "--epochs", "2", "--no-plot"]
     single = communicate([sys.executable, script, *options], mpi_env())
     double = communicate([_mpiexec(), "-n", "2", sys.executable, script, "--distributed", *options], mpi_env())
-    assert "2 ranks: minibatches of 64 rows, 32 per rank" in double
-    finals = [re.findall(r"^final: train loss ([0-9.]+), test loss ([0-9.]+)", out, re.M) for out in (single, double)]
+    assert "2 ranks, 32 rows of every minibatch of 64 each" in double
+    finals = [re.findall(r"^final: train loss ([0-9.]+), test loss ([0-9.]+), test R\^2 ([0-9.]+)", out, re.M)
+              for out in (single, double)]
     assert len(finals[0]) == 1 and len(finals[1]) == 1, (single, double)  # only rank 0 prints
-    np.testing.assert_allclose(np.array(finals[1], float), np.array(finals[0], float), atol=2e-5)
+    (single, double) = (np.array(final[0], float) for final in finals)
+    np.testing.assert_allclose(double[:2], single[:2], atol=2e-5)  # losses printed to 5 decimals
+    np.testing.assert_allclose(double[2], single[2], atol=2e-4)  # R^2 printed to 4 decimals
 
 
 # --- the sharding helper (no MPI needed) ------------------------------------------------------------

@@ -7,6 +7,7 @@ import re
 import stat
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,13 @@ def test_examples_are_deterministic(backend_name):
     assert first["trainLoss"] == second["trainLoss"] and first["testR2"] == second["testR2"]
     other = regression.train(backend_name, epochs=2, seed=6, verbose=False)
     assert other["trainLoss"] != first["trainLoss"]
+
+
+def test_regression_rejects_ranks_that_do_not_split_the_data():
+    """gcd(64, 1600, 400) = 16: 3 ranks cannot share minibatches of 64, 32 ranks not the 400 test rows."""
+    for size in (3, 32):
+        with pytest.raises(ValueError, match=f"nodeinfo has {size} ranks.*divides 16"):
+            regression.train("numpy", epochs=1, verbose=False, nodeinfo=types.SimpleNamespace(rank=0, size=size))
 
 
 # --- the scripts ----------------------------------------------------------------------------------
