@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import backends
+from backend_switch import using
 
 CPU_BACKENDS = ["numpy", "numba"]
 
@@ -22,14 +23,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(params=CPU_BACKENDS)
 def backend_name(request: pytest.FixtureRequest) -> Iterator[str]:
     """Make each CPU backend current in turn (skipped when not installed); restore the previous one after."""
-    name = request.param
-    reason = backends.unavailable_reason(name)
-    if reason is not None:
-        pytest.skip(f"backend {name!r} is not usable: {reason}")
-    previous = backends.current().name
-    backends.use(name)
-    yield name
-    backends.use(previous)
+    with using(request.param):
+        yield request.param
 
 
 @pytest.fixture

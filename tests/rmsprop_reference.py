@@ -1,4 +1,4 @@
-"""An independent plain-NumPy statement of RMSProp and SGD, and a driver that runs an optimizer over given gradients.
+"""An independent plain-NumPy statement of RMSProp and SGD, and the driver (Variables, optimizer loop) that tests it.
 
 The reference is written from the textbook formula, in float64, one step and
 one tensor at a time, without any code from ``backends`` or ``puzzle_rms``::
@@ -14,6 +14,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 import backends
+from puzzle_rms import Variable
 
 SHAPES = [(3, 4), (7,), (2, 3, 5), (1,), (150, 130)]  # the last spans several kernel blocks
 
@@ -52,6 +53,12 @@ def sgd_reference(weights: Sequence[np.ndarray], grads: Sequence[Sequence[np.nda
         for i, g in enumerate(stepGrads):
             w[i] = w[i] - lr * multipliers[i] * np.asarray(g, dtype=np.float64)
     return w
+
+
+def make_variables(weights: Sequence[np.ndarray], multipliers: Optional[Sequence[float]] = None) -> list:
+    """Variables ``v0, v1, ...`` holding copies of ``weights``, with the given learning-rate multipliers."""
+    multipliers = [1.0] * len(weights) if multipliers is None else multipliers
+    return [Variable(w.copy(), name=f"v{i}", learnRate=m) for i, (w, m) in enumerate(zip(weights, multipliers))]
 
 
 def run_optimizer(optimizer: Any, variables: Sequence[Any], grads: Sequence[Sequence[np.ndarray]],

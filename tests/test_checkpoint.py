@@ -5,7 +5,6 @@ fresh-process and crash tests start.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -14,10 +13,11 @@ import sys
 import threading
 import zipfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
+from backend_switch import using
 
 import backends
 from puzzle_rms import checkpoint
@@ -35,20 +35,6 @@ X = DATA.standard_normal((4, 6, 3))
 Y = DATA.standard_normal((4, 6, 2))
 POISON = (2, 7)  # steps whose gradient gets a NaN: skipped (and the dynamic loss scale backs off)
 N_FIRST, M_MORE = 5, 7
-
-
-@contextlib.contextmanager
-def using(name: str) -> Iterator[None]:
-    """Make backend ``name`` current for the block; restore the previous one after."""
-    reason = backends.unavailable_reason(name)
-    if reason is not None:
-        pytest.skip(f"backend {name!r} is not usable: {reason}")
-    previous = backends.current().name
-    backends.use(name)
-    try:
-        yield
-    finally:
-        backends.use(previous)
 
 
 def host(array: Any) -> np.ndarray:

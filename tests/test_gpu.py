@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from rmsprop_reference import SHAPES, random_problem, rmsprop_reference, run_optimizer, sgd_reference
+from rmsprop_reference import (SHAPES, make_variables, random_problem, rmsprop_reference, run_optimizer,
+                               sgd_reference)
 
 import backends
 from backends import gpuarray
@@ -23,11 +24,6 @@ def cupy_backend():
     previous = backends.current().name
     yield backends.use("cupy")
     backends.use(previous)
-
-
-def make_variables(weights, multipliers=None):
-    multipliers = [1.0] * len(weights) if multipliers is None else multipliers
-    return [Variable(w.copy(), name=f"v{i}", learnRate=m) for i, (w, m) in enumerate(zip(weights, multipliers))]
 
 
 @pytest.mark.parametrize("useGlobalState", [False, True], ids=["local", "global"])

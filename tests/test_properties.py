@@ -20,11 +20,11 @@ implementations return rounding noise there: that combination draws eps inside t
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
+from backend_switch import using
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -42,16 +42,6 @@ PROPERTY_SETTINGS = settings(max_examples=500, deadline=None, derandomize=True,
 
 pytestmark = pytest.mark.skipif(backends.unavailable_reason("numba") is not None,
                                 reason=f"needs numba: {backends.unavailable_reason('numba')}")
-
-
-@contextlib.contextmanager
-def using(name: str) -> Iterator[None]:
-    previous = backends.current().name
-    backends.use(name)
-    try:
-        yield
-    finally:
-        backends.use(previous)
 
 
 # --- strategies ---------------------------------------------------------------------------------

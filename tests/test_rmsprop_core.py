@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from rmsprop_reference import SHAPES, random_problem, rmsprop_reference, run_optimizer, sgd_reference
+from rmsprop_reference import (SHAPES, make_variables, random_problem, rmsprop_reference, run_optimizer,
+                               sgd_reference)
 
 import backends
 from puzzle_rms import Variable
@@ -23,11 +24,6 @@ F64 = dict(rtol=1e-10, atol=1e-12)
 
 def host(x):
     return backends.current().to_host(x)
-
-
-def make_variables(weights, multipliers=None):
-    multipliers = [1.0] * len(weights) if multipliers is None else multipliers
-    return [Variable(w.copy(), name=f"v{i}", learnRate=m) for i, (w, m) in enumerate(zip(weights, multipliers))]
 
 
 # --- many steps against the reference -----------------------------------------------------------
