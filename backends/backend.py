@@ -133,6 +133,10 @@ class Backend:
     def synchronize(self) -> None:
         """Wait for queued device work (a no-op on the CPU)."""
 
+    def use_local_device(self, localRank: int) -> Optional[int]:
+        """Make device ``localRank % deviceCount`` current and return its index; None where there are no devices."""
+        return None
+
     # --- layouts --------------------------------------------------------------------------------
     def make_layout(self, sizes: Sequence[int], wOffsets: Optional[Sequence[int]] = None,
                     gOffsets: Optional[Sequence[int]] = None) -> Layout:

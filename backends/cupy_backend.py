@@ -187,6 +187,11 @@ class CupyBackend(Backend):
     def synchronize(self) -> None:
         self.xp.cuda.get_current_stream().synchronize()
 
+    def use_local_device(self, localRank: int) -> Optional[int]:
+        device = localRank % self.xp.cuda.runtime.getDeviceCount()
+        self.xp.cuda.Device(device).use()
+        return device
+
     def layout_blocks(self, hostBlocks: np.ndarray) -> Any:
         return self.xp.asarray(np.ascontiguousarray(hostBlocks, dtype=np.int64))
 

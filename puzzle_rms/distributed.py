@@ -45,7 +45,7 @@ import numpy as np
 
 import backends
 
-_INSTALL_HINT = "pip install 'puzzle_rms[mpi]' (mpi4py and the MPICH wheels)"
+_INSTALL_HINT = "pip install mpi4py mpich (from a puzzle_rms clone: pip install -e '.[mpi]')"
 
 
 def _mpi() -> Any:
@@ -222,13 +222,7 @@ class NodeInfo:
         Call it before building the model, so that each rank on a machine works on its own GPU (NCCL
         refuses two ranks on one device). Returns None on a host backend, where there is nothing to pick.
         """
-        if backends.current().name != "cupy":
-            return None
-        import cupy
-
-        device = self.localRank % cupy.cuda.runtime.getDeviceCount()
-        cupy.cuda.Device(device).use()
-        return device
+        return backends.current().use_local_device(self.localRank)
 
     # --- internals ------------------------------------------------------------------------------
     def _flat(self, method: str, array: Any, floating: bool) -> Any:
