@@ -105,7 +105,7 @@ def loadModule(path: PathLike, module: Any) -> None:
 def saveOptimizer(path: PathLike, optimizer: "Optimizer") -> None:
     """Write the optimizer's state buffers, step counter, skip count, loss-scale state and hyperparameters.
 
-    With ``optimizer.nodeinfo`` set, only rank 0 writes, and every rank waits at a barrier afterwards.
+    With ``optimizer.nodeinfo`` set, only rank 0 writes; every rank then learns whether it succeeded (and raises if not).
     """
     path = _check_path("saveOptimizer", path)
     arrays = _optimizer_arrays("saveOptimizer", optimizer)
@@ -140,7 +140,7 @@ def saveTraining(path: PathLike, module: Any, optimizer: "Optimizer") -> None:
 
     Together they resume training exactly: ``N`` steps, :func:`saveTraining`, :func:`loadTraining` (in a
     new process), ``M`` steps gives bit for bit the parameters of ``N + M`` uninterrupted steps on the CPU
-    backends. With ``optimizer.nodeinfo`` set, only rank 0 writes and all ranks meet at a barrier.
+    backends. With ``optimizer.nodeinfo`` set, only rank 0 writes; every rank raises if that write failed.
     """
     path = _check_path("saveTraining", path)
     arrays = {**_module_arrays("saveTraining", module), **_optimizer_arrays("saveTraining", optimizer)}
@@ -311,18 +311,26 @@ def _fsync_folder(folder: str) -> None:
 
 
 def _distributed_write(optimizer: Any, write: Any) -> None:
-    """Run ``write`` on rank 0 only when ``optimizer.nodeinfo`` is set; every rank then meets at a barrier."""
+    """Run ``write`` on rank 0 only when ``optimizer.nodeinfo`` is set, then tell every rank whether it worked.
+
+    The outcome travels in one collective (``nodeinfo.meanValue``), which every rank reaches even when the
+    write failed: rank 0 re-raises its error, the other ranks raise CheckpointError, so no rank trains on
+    believing a checkpoint exists that does not.
+    """
     nodeinfo = getattr(optimizer, "nodeinfo", None)
     if nodeinfo is None:
         write()
         return
-    barrier = getattr(nodeinfo, "barrier", None)
-    try:
-        if getattr(nodeinfo, "rank", 0) == 0:
+    error = None
+    if nodeinfo.isRoot:
+        try:
             write()
-    finally:
-        if barrier is not None:
-            barrier()  # reached by rank 0 even when writing failed, so that no rank waits forever
+        except Exception as caught:  # handed to every rank below, then re-raised here
+            error = caught
+    if nodeinfo.meanValue(0.0 if error is None else 1.0) > 0:
+        if error is not None:
+            raise error
+        raise CheckpointError("rank 0 could not write the checkpoint; see its error")
 
 
 # --- loading ------------------------------------------------------------------------------------

@@ -413,12 +413,17 @@ def test_bad_files_raise_checkpoint_errors_and_run_no_code(tmp_path):
     assert not marker.exists()
 
 
-# --- distributed: rank 0 writes, everyone meets at the barrier -----------------------------------
+# --- distributed: rank 0 writes, every rank learns whether it worked ------------------------------
 class FakeNode:
-    """Duck-typed stand-in for NodeInfo with the collectives the optimizer calls (a world of one)."""
+    """Duck-typed stand-in for one rank of a two-rank NodeInfo: ``meanValue`` averages this rank's value with
+    ``peerValue``, the value the other rank would contribute (1.0: rank 0 failed to write)."""
 
-    def __init__(self, rank: int) -> None:
-        self.rank, self.barriers = rank, 0
+    def __init__(self, rank: int, peerValue: float = 0.0) -> None:
+        self.rank, self.peerValue, self.collectives = rank, peerValue, 0
+
+    @property
+    def isRoot(self) -> bool:
+        return self.rank == 0
 
     def broadcast(self, flat: Any) -> None:
         pass
@@ -426,26 +431,38 @@ class FakeNode:
     def allreduceMean(self, flat: Any) -> None:
         pass
 
-    def barrier(self) -> None:
-        self.barriers += 1
+    def meanValue(self, value: float) -> float:
+        self.collectives += 1
+        return (value + self.peerValue) / 2
 
 
 @pytest.mark.parametrize("rank", [0, 1])
-def test_only_rank_zero_writes_and_every_rank_meets_at_the_barrier(tmp_path, rank):
+def test_only_rank_zero_writes_and_every_rank_learns_the_outcome(tmp_path, rank):
     with using("numpy"):
         node = FakeNode(rank)
         variables = {"w": Variable(np.ones(3, np.float32), name="w")}
         optimizer = RMSProp(0.1, nodeinfo=node)
         optimizer.setupOn(variables, useGlobalState=True)
         saveTraining(tmp_path / "run.npz", variables, optimizer)
-        assert (tmp_path / "run.npz").exists() == (rank == 0) and node.barriers == 1
+        assert (tmp_path / "run.npz").exists() == (rank == 0) and node.collectives == 1
         optimizer.save(tmp_path / "opt.npz")
-        assert node.barriers == 2
+        assert node.collectives == 2
         if rank == 0:
             optimizer.load(tmp_path / "opt.npz")
-            with pytest.raises(FileNotFoundError):  # a failed write still reaches the barrier
+            with pytest.raises(FileNotFoundError):  # a failed write still reaches the collective
                 optimizer.save(tmp_path / "no-such-folder" / "opt.npz")
-            assert node.barriers == 3
+            assert node.collectives == 3
+
+
+def test_other_ranks_raise_when_rank_zero_could_not_write(tmp_path):
+    with using("numpy"):
+        node = FakeNode(1, peerValue=1.0)
+        variables = {"w": Variable(np.ones(3, np.float32), name="w")}
+        optimizer = RMSProp(0.1, nodeinfo=node)
+        optimizer.setupOn(variables, useGlobalState=True)
+        with pytest.raises(CheckpointError, match="rank 0 could not write the checkpoint"):
+            saveTraining(tmp_path / "run.npz", variables, optimizer)
+        assert node.collectives == 1 and not (tmp_path / "run.npz").exists()
 
 
 # --- atomic writes: a killed writer leaves the previous checkpoint intact ------------------------
