@@ -93,7 +93,7 @@ class Case:
             vocab, dim, touched = self.embedding
             return (f"{self.variant}, Embedding({vocab:,}, {dim}) with {touched:,} rows touched per step "
                     f"({touched * dim:,} of {vocab * dim:,} parameters)")
-        shape = f"1 tensor" if self.tensors == 1 else f"{self.tensors:,} tensors x {self.tensorSize:,}"
+        shape = "1 tensor" if self.tensors == 1 else f"{self.tensors:,} tensors x {self.tensorSize:,}"
         return f"{self.variant}, {self.params:,} {self.dtype} parameters in {shape}, {self.bytesPerParam} B/param"
 
 

@@ -76,3 +76,34 @@ def run_optimizer(optimizer: Any, variables: Sequence[Any], grads: Sequence[Sequ
             var.grad[...] = backend.to_device(g)
         assert optimizer.update() is True
     return [backend.to_host(var.data) for var in variables]
+
+
+def raw_apply_rmsprop(w: np.ndarray, g: np.ndarray, ms: np.ndarray, mg: np.ndarray, mom: np.ndarray, lr: float,
+                      rho: float, momentum: float, epsilon: float, centered: bool) -> tuple:
+    """One step of TF's (and MindSpore's) raw ApplyRMSProp / ApplyCenteredRMSProp as documented; returns
+    ``(w, ms, mg, mom)``. eps inside the root, lr inside the momentum buffer, no clamp."""
+    ms = rho * ms + (1 - rho) * g * g
+    if centered:
+        mg = rho * mg + (1 - rho) * g
+        mom = momentum * mom + lr * g / np.sqrt(ms - mg * mg + epsilon)
+    else:
+        mom = momentum * mom + lr * g / np.sqrt(ms + epsilon)
+    return w - mom, ms, mg, mom
+
+
+def run_named(optimizer: Any, weights: dict[str, np.ndarray], grads: Sequence[dict[str, np.ndarray]],
+              useGlobalState: bool, scale: float = 1.0,
+              multipliers: Optional[dict[str, float]] = None) -> dict[str, np.ndarray]:
+    """Set ``optimizer`` up on Variables named like ``weights`` (with learning-rate ``multipliers``), then per
+    step load the gradients (times ``scale``, as a scaled loss gives) and update; return the host weights."""
+    backend = backends.current()
+    multipliers = multipliers or {}
+    variables = {name: Variable(w.copy(), name=name, learnRate=multipliers.get(name, 1.0))
+                 for name, w in weights.items()}
+    optimizer.setupOn(variables, useGlobalState=useGlobalState)
+    for step in grads:
+        optimizer.zeroGradParams()
+        for name, g in step.items():
+            variables[name].grad[...] = backend.to_device(g * scale)
+        assert optimizer.update() is True
+    return {name: backend.to_host(var.data) for name, var in variables.items()}

@@ -184,8 +184,10 @@ def test_load_restores_every_array_and_counter_in_either_state_mode(backend_name
     assert_bitwise_equal(snapshot(fresh, freshOptimizer), saved)
 
 
-@pytest.mark.parametrize("source,target", [("numpy", "numba"), ("numba", "numpy")])
-def test_checkpoint_moves_between_cpu_backends(tmp_path, source, target):
+@pytest.mark.parametrize("source,target", [("numpy", "numba"), ("numba", "numpy"),
+                                           pytest.param("cupy", "numpy", marks=pytest.mark.gpu),
+                                           pytest.param("numpy", "cupy", marks=pytest.mark.gpu)])
+def test_checkpoint_moves_between_backends(tmp_path, source, target):
     with using(source):
         model, optimizer = build_model(0), build_optimizer("rich")
         optimizer.setupOn(model, useGlobalState=True)
@@ -198,22 +200,6 @@ def test_checkpoint_moves_between_cpu_backends(tmp_path, source, target):
         loadTraining(tmp_path / "run.npz", model, optimizer)
         assert_bitwise_equal(snapshot(model, optimizer), saved)
         assert checkpointInfo(tmp_path / "run.npz")["backend"] == source
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("source,target", [("cupy", "numpy"), ("numpy", "cupy")])
-def test_checkpoint_moves_between_cupy_and_numpy(tmp_path, source, target):
-    with using(source):
-        model, optimizer = build_model(0), build_optimizer("rich")
-        optimizer.setupOn(model, useGlobalState=True)
-        train(model, optimizer, 0, N_FIRST)
-        saveTraining(tmp_path / "run.npz", model, optimizer)
-        saved = snapshot(model, optimizer)
-    with using(target):
-        model, optimizer = build_model(1), build_optimizer("rich")
-        optimizer.setupOn(model, useGlobalState=True)
-        loadTraining(tmp_path / "run.npz", model, optimizer)
-        assert_bitwise_equal(snapshot(model, optimizer), saved)
 
 
 def test_file_is_a_plain_npz_with_versioned_json_metadata(tmp_path):

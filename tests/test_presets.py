@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from rmsprop_reference import raw_apply_rmsprop, run_named
 
 import backends
 from puzzle_rms import Variable
@@ -100,17 +101,6 @@ def keras3(w, grads, name, learning_rate=1e-3, rho=0.9, momentum=0.0, epsilon=1e
     return w
 
 
-def _raw_apply_rmsprop(w, g, ms, mg, mom, lr, rho, momentum, epsilon, centered):
-    """TF's ApplyRMSProp / ApplyCenteredRMSProp (also MindSpore's ops of the same names)."""
-    ms = rho * ms + (1 - rho) * g * g
-    if centered:
-        mg = rho * mg + (1 - rho) * g
-        mom = momentum * mom + lr * g / np.sqrt(ms - mg * mg + epsilon)
-    else:
-        mom = momentum * mom + lr * g / np.sqrt(ms + epsilon)
-    return w - mom, ms, mg, mom
-
-
 def tf_keras2(w, grads, name, learning_rate=1e-3, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False,
               clipnorm=None, clipvalue=None, global_clipnorm=None):
     rms, mg, mom = np.zeros_like(w), np.zeros_like(w), np.zeros_like(w)
@@ -121,7 +111,7 @@ def tf_keras2(w, grads, name, learning_rate=1e-3, rho=0.9, momentum=0.0, epsilon
         if clipvalue is not None:
             g = np.clip(g, -clipvalue, clipvalue)
         if momentum > 0:  # the raw training ops, eps inside the root
-            w, rms, mg, mom = _raw_apply_rmsprop(w, g, rms, mg, mom, lr, rho, momentum, epsilon, centered)
+            w, rms, mg, mom = raw_apply_rmsprop(w, g, rms, mg, mom, lr, rho, momentum, epsilon, centered)
         else:  # the Python path: eps outside the root
             rms = rho * rms + (1 - rho) * np.square(g)
             denom = rms
@@ -135,7 +125,7 @@ def tf_keras2(w, grads, name, learning_rate=1e-3, rho=0.9, momentum=0.0, epsilon
 def tf1(w, grads, name, learning_rate, decay=0.9, momentum=0.0, epsilon=1e-10, centered=False):
     ms, mg, mom = np.ones_like(w), np.zeros_like(w), np.zeros_like(w)
     for t, g in enumerate(grads):
-        w, ms, mg, mom = _raw_apply_rmsprop(w, g, ms, mg, mom, lr_at(learning_rate, t), decay, momentum, epsilon,
+        w, ms, mg, mom = raw_apply_rmsprop(w, g, ms, mg, mom, lr_at(learning_rate, t), decay, momentum, epsilon,
                                             centered)
     return w
 
@@ -148,7 +138,7 @@ def mindspore(w, grads, name, learning_rate=0.1, decay=0.9, momentum=0.0, epsilo
             g = g + weight_decay * w
         g = g / loss_scale
         lr = learning_rate[min(t, len(learning_rate) - 1)] if isinstance(learning_rate, list) else learning_rate
-        w, ms, mg, mom = _raw_apply_rmsprop(w, g, ms, mg, mom, lr, decay, momentum, epsilon, centered)
+        w, ms, mg, mom = raw_apply_rmsprop(w, g, ms, mg, mom, lr, decay, momentum, epsilon, centered)
     return w
 
 
@@ -271,17 +261,6 @@ def problem(seed=7):
     return weights, grads
 
 
-def run_preset(optimizer, weights, grads, useGlobalState, scale=1.0):
-    backend = backends.current()
-    variables = {name: Variable(w.copy(), name=name) for name, w in weights.items()}
-    optimizer.setupOn(variables, useGlobalState=useGlobalState)
-    for step in grads:
-        optimizer.zeroGradParams()
-        for name, g in step.items():
-            variables[name].grad[...] = backend.to_device(g * scale)
-        assert optimizer.update() is True
-    return {name: host(var.data) for name, var in variables.items()}
-
 
 def case_id(case):
     name, kwargs = case
@@ -294,7 +273,7 @@ def test_preset_reproduces_its_framework(backend_name, case, useGlobalState):
     name, kwargs = case
     scale = kwargs.get("loss_scale_factor") or kwargs.get("loss_scale") or 1.0
     weights, grads = problem()
-    got = run_preset(RMSProp.like(name, **kwargs), weights, grads, useGlobalState, scale)
+    got = run_named(RMSProp.like(name, **kwargs), weights, grads, useGlobalState, scale)
     for var in NAMES:
         want = REFERENCES[name](weights[var], [g[var] * scale for g in grads], var, **kwargs)
         np.testing.assert_allclose(got[var], want, **F64, err_msg=f"{name} {kwargs}: {var}")
@@ -312,7 +291,7 @@ def test_every_preset_is_tested_with_its_options():
 @pytest.mark.parametrize("useGlobalState", [False, True], ids=["local", "global"])
 def test_keras_global_clipnorm(backend_name, name, useGlobalState):
     weights, grads = problem()
-    got = run_preset(RMSProp.like(name, learning_rate=0.05, epsilon=0.01, global_clipnorm=1.0), weights, grads,
+    got = run_named(RMSProp.like(name, learning_rate=0.05, epsilon=0.01, global_clipnorm=1.0), weights, grads,
                      useGlobalState)
     clipped = []
     for step in grads:  # clip_by_global_norm across both tensors
@@ -338,12 +317,12 @@ def test_presets_differ_from_each_other(backend_name):
     """With the same numbers under each framework's names, the variants give different results."""
     weights, grads = problem()
     results = {
-        "torch": run_preset(RMSProp.like("torch", lr=0.05, alpha=0.9, eps=0.05, momentum=0.5), weights, grads, False),
-        "keras": run_preset(RMSProp.like("keras", learning_rate=0.05, rho=0.9, epsilon=0.05, momentum=0.5),
+        "torch": run_named(RMSProp.like("torch", lr=0.05, alpha=0.9, eps=0.05, momentum=0.5), weights, grads, False),
+        "keras": run_named(RMSProp.like("keras", learning_rate=0.05, rho=0.9, epsilon=0.05, momentum=0.5),
                             weights, grads, False),
-        "tf1": run_preset(RMSProp.like("tf1", learning_rate=0.05, decay=0.9, epsilon=0.05, momentum=0.5),
+        "tf1": run_named(RMSProp.like("tf1", learning_rate=0.05, decay=0.9, epsilon=0.05, momentum=0.5),
                           weights, grads, False),
-        "tf.keras": run_preset(RMSProp.like("tf.keras", learning_rate=0.05, rho=0.9, epsilon=0.05), weights, grads,
+        "tf.keras": run_named(RMSProp.like("tf.keras", learning_rate=0.05, rho=0.9, epsilon=0.05), weights, grads,
                                False),
     }
     names = list(results)

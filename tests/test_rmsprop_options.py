@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from rmsprop_reference import run_named
 
 import backends
 from puzzle_rms import Variable
@@ -85,18 +86,8 @@ def problem(seed=1, dtype=np.float64):
 
 def run(options, weights, grads, useGlobalState, multipliers=None, lossScale=1.0):
     """RMSProp(**options) over ``grads`` (each multiplied by ``lossScale``, as a scaled loss would give)."""
-    backend = backends.current()
-    multipliers = multipliers or {}
-    variables = {name: Variable(w.copy(), name=name, learnRate=multipliers.get(name, 1.0))
-                 for name, w in weights.items()}
     optimizer = RMSProp(**options)
-    optimizer.setupOn(variables, useGlobalState=useGlobalState)
-    for step in grads:
-        optimizer.zeroGradParams()
-        for name, g in step.items():
-            variables[name].grad[...] = backend.to_device(g * lossScale)
-        assert optimizer.update() is True
-    return optimizer, {name: host(var.data) for name, var in variables.items()}
+    return optimizer, run_named(optimizer, weights, grads, useGlobalState, lossScale, multipliers)
 
 
 # name -> (RMSProp options, the option that, set to its default, must change the result)

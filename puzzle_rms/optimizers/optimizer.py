@@ -13,7 +13,7 @@ it, then one kernel call per bucket (one per dtype with global state).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, Optional, Union
+from typing import Any, Iterable, Optional, Union
 
 import numpy as np
 
