@@ -60,6 +60,13 @@ def check_int(owner: str, name: str, value: Any, low: int) -> int:
     return int(value)
 
 
+def check_size(owner: str, name: str, value: Any) -> int:
+    """A layer size: an integer >= 1 (ValueError otherwise, as a size of 0 or 2.5 is a wrong value)."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        raise ValueError(f"{owner}: {name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def check_rng(owner: str, name: str, value: Any) -> Any:
     """None, or a numpy.random.Generator."""
     if value is not None and not isinstance(value, np.random.Generator):

@@ -7,13 +7,7 @@ import numpy as np
 
 from puzzle_rms.modules.module import Module
 from puzzle_rms.sparse import RowSparseVariable, check_indices
-from puzzle_rms.validation import check_real, check_rng
-
-
-def _check_size(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"Embedding: {name} must be a positive integer, got {value!r}")
-    return int(value)
+from puzzle_rms.validation import check_real, check_rng, check_size
 
 
 class Embedding(Module):
@@ -43,7 +37,7 @@ class Embedding(Module):
     def __init__(self, vocab: int, dim: int, wscale: float = 1.0, name: Optional[str] = None,
                  rng: Optional[np.random.Generator] = None) -> None:
         super().__init__(name)
-        self.vocab, self.dim = _check_size("vocab", vocab), _check_size("dim", dim)
+        self.vocab, self.dim = check_size("Embedding", "vocab", vocab), check_size("Embedding", "dim", dim)
         wscale = check_real("Embedding", "wscale", wscale)
         gen = np.random if check_rng("Embedding", "rng", rng) is None else rng
         table = (wscale * gen.standard_normal((self.vocab, self.dim))).astype(np.float32)

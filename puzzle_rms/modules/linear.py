@@ -6,16 +6,10 @@ from typing import Any, Optional
 import numpy as np
 
 from puzzle_rms.modules.module import Module
-from puzzle_rms.validation import check_bool, check_choice, check_real, check_rng
+from puzzle_rms.validation import check_bool, check_choice, check_real, check_rng, check_size
 from puzzle_rms.variable import Variable
 
 INIT_SCHEMES = ("xavier", "he")
-
-
-def _checkSize(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"Linear: {name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 class Linear(Module):
@@ -47,7 +41,7 @@ class Linear(Module):
                  initscheme: Optional[str] = None, name: Optional[str] = None,
                  rng: Optional[np.random.Generator] = None) -> None:
         super().__init__(name)
-        self.insize, self.outsize = _checkSize("insize", insize), _checkSize("outsize", outsize)
+        self.insize, self.outsize = check_size("Linear", "insize", insize), check_size("Linear", "outsize", outsize)
         wscale = check_real("Linear", "wscale", wscale)
         self.useBias = check_bool("Linear", "useBias", useBias)
         initscheme = check_choice("Linear", "initscheme", "xavier" if initscheme is None else initscheme,
