@@ -1,8 +1,8 @@
-"""Array backends for puzzle_rms: a registry of NumPy, Numba and CuPy.
+"""Array backends for puzzle_rms (``puzzle_rms.backends``): a registry of NumPy, Numba and CuPy.
 
 A backend is an object with ``.name``, the array module ``.xp``, host/device
 transfer, allocation and the fused optimizer kernels (see
-:class:`backends.backend.Backend`). Code above this package asks the registry
+:class:`puzzle_rms.backends.backend.Backend`). Code above this package asks the registry
 for the current backend and never branches on which one it is.
 
 The backend is picked at first use from the environment variable
@@ -15,7 +15,7 @@ import importlib
 import os
 from typing import Optional
 
-from backends.backend import Backend, BackendUnavailableError
+from .backend import Backend, BackendUnavailableError
 
 __all__ = ["Backend", "BackendUnavailableError", "ENV_VAR", "NAMES", "available", "current", "use"]
 
@@ -23,9 +23,9 @@ ENV_VAR = "PUZZLE_RMS_BACKEND"
 
 # name -> module; each module has probe() -> Optional[str] (why it cannot run) and create() -> Backend.
 _MODULES = {
-    "numpy": "backends.numpy_backend",
-    "numba": "backends.numba_backend",
-    "cupy": "backends.cupy_backend",
+    "numpy": ".numpy_backend",
+    "numba": ".numba_backend",
+    "cupy": ".cupy_backend",
 }
 _AUTO_ORDER = ("cupy", "numba", "numpy")
 NAMES = tuple(_MODULES) + ("auto",)
@@ -35,7 +35,7 @@ _current: Optional[Backend] = None
 
 
 def _module(name: str):
-    return importlib.import_module(_MODULES[name])
+    return importlib.import_module(_MODULES[name], __name__)
 
 
 def _check_name(name: object) -> str:

@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from backends.backend import HYPER_FIELDS, Backend, Layout
+from .backend import HYPER_FIELDS, Backend, Layout
 
 THREADS = 256
 

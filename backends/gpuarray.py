@@ -1,7 +1,7 @@
 """PuzzleLib-style ``gpuarray`` facade over the current backend.
 
 PuzzleLib code that does ``from PuzzleLib.Backend import gpuarray`` ports by
-importing ``from backends import gpuarray`` instead: ``to_gpu`` puts a host
+importing ``from puzzle_rms.backends import gpuarray`` instead: ``to_gpu`` puts a host
 array on the current backend, ``get`` brings it back, ``zeros``/``empty``
 allocate there. On the CPU backends "the GPU" is host memory.
 """
@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-import backends
+from . import Backend, current
 
 __all__ = ["GPUArray", "HostArray", "dtypesSupported", "empty", "full", "get", "to_gpu", "zeros"]
 
@@ -24,8 +24,8 @@ class HostArray(np.ndarray):
         return np.array(self)
 
 
-def _backend() -> backends.Backend:
-    return backends.current()
+def _backend() -> Backend:
+    return current()
 
 
 def _with_get(array: Any) -> Any:

@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from backends.backend import Backend, Layout
+from .backend import Backend, Layout
 
 # Fast-math without 'nnan'/'ninf': infinities are the "no clipping" bounds, and NaNs must propagate.
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -39,7 +39,7 @@ def create() -> "NumbaBackend":
 
 def _kernels():
     """Compile (or load from the disk cache) the kernels; imported lazily so that numpy-only runs skip numba."""
-    from backends import numba_kernels
+    from . import numba_kernels
 
     return numba_kernels
 

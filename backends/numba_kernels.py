@@ -1,4 +1,4 @@
-"""Numba kernels behind :mod:`backends.numba_backend` (formula: :mod:`backends.backend`).
+"""Numba kernels behind :mod:`puzzle_rms.backends.numba_backend` (formula: :mod:`puzzle_rms.backends.backend`).
 
 All scalars are read from arrays of the state dtype, so float32 state keeps
 the whole loop in float32 (constants are made with ``hyper.dtype.type``: a bare
@@ -16,8 +16,8 @@ machine and a scheduler time slice on a busy one, so small layouts run serially.
 import numpy as np
 from numba import njit, prange
 
-from backends.backend import HYPER_INDEX as H
-from backends.numba_backend import FASTMATH
+from .backend import HYPER_INDEX as H
+from .numba_backend import FASTMATH
 
 _GS, _CV, _WDPRE, _WDPOST = H["gradScale"], H["clipValue"], H["wdPre"], H["wdPost"]
 _RHO, _OMR, _EPSIN, _EPSOUT = H["rho"], H["oneMinusRho"], H["epsIn"], H["epsOut"]

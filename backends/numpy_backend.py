@@ -1,6 +1,6 @@
 """NumPy backend: the readable reference every other backend is tested against.
 
-The kernels follow the formula in :mod:`backends.backend` line by line. To be
+The kernels follow the formula in :mod:`puzzle_rms.backends.backend` line by line. To be
 usable without Numba they never allocate in the step: every ufunc writes with
 ``out=`` into the state buffers themselves or into three scratch buffers that
 are reused from call to call, and the work goes in chunks of :data:`CHUNK`
@@ -19,7 +19,7 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from backends.backend import HYPER_INDEX as H, Backend, Layout
+from .backend import HYPER_INDEX as H, Backend, Layout
 
 CHUNK = 1 << 16
 SHORT_RUN = 1 << 10  # runs shorter than this are gathered together

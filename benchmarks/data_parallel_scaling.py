@@ -35,7 +35,7 @@ SIZES = {"1M": (4, 512), "16M": (4, 2048)}  # name -> (depth, width)
 def worker(args: argparse.Namespace) -> None:
     import numpy as np
 
-    import backends
+    from puzzle_rms import backends
     from puzzle_rms.containers import Sequential
     from puzzle_rms.cost import MSE
     from puzzle_rms.data import shardBatch

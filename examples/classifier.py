@@ -18,7 +18,7 @@ from typing import Optional
 
 import numpy as np
 
-from backends import gpuarray
+from puzzle_rms.backends import gpuarray
 from example_support import EXAMPLES_DIR, parse_args, run, save_loss_plot, select_backend
 from puzzle_rms.containers import Sequential
 from puzzle_rms.cost import CrossEntropy

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-import backends
+from puzzle_rms import backends
 
 EXAMPLES_DIR = Path(__file__).resolve().parent
 

@@ -38,7 +38,7 @@ if __name__ == "__main__" and "--distributed" in sys.argv:  # before NumPy and N
 
 import numpy as np  # noqa: E402 (after the thread settings)
 
-from backends import gpuarray  # noqa: E402
+from puzzle_rms.backends import gpuarray  # noqa: E402
 from example_support import parse_args, run, save_loss_plot, select_backend  # noqa: E402
 from puzzle_rms.containers import Sequential  # noqa: E402
 from puzzle_rms.cost import MSE  # noqa: E402

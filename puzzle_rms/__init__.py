@@ -1,7 +1,7 @@
 """puzzle_rms: a PuzzleLib-style toolkit around one fused RMSProp, on NumPy, Numba or CuPy.
 
-The array backend lives in the separate package :mod:`backends`; pick it with
-``PUZZLE_RMS_BACKEND`` or ``backends.use(name)``.
+The array backends live in :mod:`puzzle_rms.backends` (the folder ``backends/`` of the
+repository); pick one with ``PUZZLE_RMS_BACKEND`` or ``puzzle_rms.backends.use(name)``.
 """
 from puzzle_rms.variable import Variable
 

@@ -207,7 +207,7 @@ def _numba_probes() -> tuple[Callable, Callable]:
     """Fused CPU loops with the step's access pattern and trivial, bounded arithmetic (compiled on first use)."""
     from numba import njit, prange
 
-    from backends.numba_backend import FASTMATH
+    from puzzle_rms.backends.numba_backend import FASTMATH
 
     @njit(parallel=True, error_model="numpy", fastmath=FASTMATH)
     def plain(w, g, ms, half):  # reads w, g, ms; writes w, ms
@@ -233,7 +233,7 @@ def _numba_probes() -> tuple[Callable, Callable]:
 
 def cpu_probe(case: Case, n: int) -> Optional[Row]:
     """The fused-pattern probe over ``n`` elements, or None without Numba (NumPy cannot fuse a loop)."""
-    import backends
+    from puzzle_rms import backends
 
     if backends.unavailable_reason("numba") is not None:
         return None
@@ -288,7 +288,7 @@ def rmsprop_options(variant: str) -> dict[str, Any]:
 def optimizer_rows(case: Case, backendName: str, arrays: list[tuple[np.ndarray, np.ndarray]],
                    device: str) -> list[Row]:
     """Raw kernel and ``RMSProp.update()`` rows of one backend (global, local and flat state as the case needs)."""
-    import backends
+    from puzzle_rms import backends
     from puzzle_rms.optimizers.rmsprop import RMSProp
     from puzzle_rms.variable import Variable
 
@@ -390,7 +390,7 @@ def torch_rows(case: Case, torch: Any, arrays: list[tuple[np.ndarray, np.ndarray
 
 def embedding_rows(case: Case, backendName: str, device: str, seed: int) -> list[Row]:
     """Lazy and dense-equivalent ``RMSProp.update()`` of an Embedding whose backward touched a few rows."""
-    import backends
+    from puzzle_rms import backends
     from puzzle_rms.modules.embedding import Embedding
     from puzzle_rms.optimizers.rmsprop import RMSProp
 
@@ -535,7 +535,7 @@ def target_checks(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def run_case(case: Case, backendNames: Sequence[str], torch: Any, repeat: int, warmup: int, minTime: float,
              naive: bool, seed: int, progress: Callable[[str], None]) -> CaseResult:
     """Build every row of ``case`` for the chosen backends, time them per device, and return the result."""
-    import backends
+    from puzzle_rms import backends
 
     notes: list[str] = []
     arrays = case_arrays(case, seed) if case.embedding is None else []
@@ -587,7 +587,7 @@ _STARTUP_SCRIPT = r"""
 import json, time
 start = time.perf_counter()
 import numpy as np
-import backends
+from puzzle_rms import backends
 backends.use("numba")
 from puzzle_rms.optimizers.rmsprop import RMSProp
 from puzzle_rms.variable import Variable
@@ -778,7 +778,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the benchmark; print one table per case (and the numba start-up); return the exit status."""
     args = parse_args(argv)
     torch = import_torch(not args.no_torch)
-    import backends
+    from puzzle_rms import backends
 
     names = args.backends or backends.available()
     missing = [name for name in names if backends.unavailable_reason(name) is not None]

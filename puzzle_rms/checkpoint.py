@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
 
-import backends
+from puzzle_rms import backends
 from puzzle_rms.optimizers.loss_scale import DynamicLossScale
 from puzzle_rms.validation import check_choice
 from puzzle_rms.variable import Variable

@@ -43,7 +43,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-import backends
+from puzzle_rms import backends
 
 _INSTALL_HINT = "pip install mpi4py mpich (from a puzzle_rms clone: pip install -e '.[mpi]')"
 

@@ -16,8 +16,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-import backends
-from backends.backend import Backend, Layout
+from puzzle_rms import backends
+from puzzle_rms.backends.backend import Backend, Layout
 from puzzle_rms.variable import Variable
 
 

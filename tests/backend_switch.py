@@ -6,7 +6,7 @@ from typing import Iterator
 
 import pytest
 
-import backends
+from puzzle_rms import backends
 
 
 @contextlib.contextmanager

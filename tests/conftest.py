@@ -6,7 +6,7 @@ from typing import Iterator
 import numpy as np
 import pytest
 
-import backends
+from puzzle_rms import backends
 from backend_switch import using
 
 CPU_BACKENDS = ["numpy", "numba"]

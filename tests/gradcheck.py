@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-import backends
+from puzzle_rms import backends
 
 
 def numericGrad(f: Callable[[], float], x: Any, eps: float = 1e-6) -> np.ndarray:

@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-import backends
+from puzzle_rms import backends
 from puzzle_rms.checkpoint import loadTraining, saveTraining
 from puzzle_rms.containers import Sequential
 from puzzle_rms.cost import MSE

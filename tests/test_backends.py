@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import backends
-from backends import BackendUnavailableError, gpuarray
+from puzzle_rms import backends
+from puzzle_rms.backends import BackendUnavailableError, gpuarray
 
 ROOT = Path(__file__).resolve().parents[1]
 CUPY_REASON = backends.unavailable_reason("cupy")
@@ -93,31 +93,31 @@ def test_environment_variable_picks_the_backend(envValue, expected):
     expected = expected or backends.available()[0]
     if backends.unavailable_reason(expected) is not None:
         pytest.skip(f"{expected} is not usable here")
-    code = ("import backends, numpy as np\nfrom backends import gpuarray\n"
+    code = ("import numpy as np\nfrom puzzle_rms import backends\nfrom puzzle_rms.backends import gpuarray\n"
             "x = gpuarray.to_gpu(np.ones(3, np.float32))\nprint(backends.current().name, type(x).__module__)")
     result = run_python(code, envValue)
     assert result.returncode == 0, result.stderr
     name, module = result.stdout.split()
     assert name == expected
-    assert module.split(".")[0] == ("cupy" if expected == "cupy" else "backends")
+    assert module.split(".")[0] == ("cupy" if expected == "cupy" else "puzzle_rms")
 
 
 def test_environment_variable_with_unknown_name_fails_clearly():
-    result = run_python("import backends; backends.current()", "tpu")
+    result = run_python("from puzzle_rms import backends; backends.current()", "tpu")
     assert result.returncode != 0
     assert "ValueError: unknown backend 'tpu': expected one of numpy, numba, cupy, auto" in result.stderr
 
 
 @pytest.mark.skipif(CUPY_REASON is None, reason="CuPy and a CUDA device are usable here")
 def test_environment_variable_naming_an_unusable_backend_does_not_fall_back():
-    result = run_python("import backends; backends.current()", "cupy")
+    result = run_python("from puzzle_rms import backends; backends.current()", "cupy")
     assert result.returncode != 0
     assert "BackendUnavailableError: backend 'cupy' is not usable here" in result.stderr
     assert CUPY_REASON in result.stderr
 
 
 def test_use_overrides_the_environment_variable():
-    result = run_python("import backends; backends.use('numpy'); print(backends.current().name)", "tpu")
+    result = run_python("from puzzle_rms import backends; backends.use('numpy'); print(backends.current().name)", "tpu")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["numpy"]
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from rmsprop_reference import rmsprop_reference
 
-import backends
+from puzzle_rms import backends
 from puzzle_rms import bench
 
 CPU_BACKENDS = [name for name in ("numpy", "numba") if backends.unavailable_reason(name) is None]

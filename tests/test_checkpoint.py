@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from backend_switch import using
 
-import backends
+from puzzle_rms import backends
 from puzzle_rms import checkpoint
 from puzzle_rms.checkpoint import (CheckpointError, CheckpointMismatchError, checkpointInfo, loadModule,
                                    loadTraining, saveModule, saveTraining)

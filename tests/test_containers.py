@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from gradcheck import checkModule
 
-import backends
+from puzzle_rms import backends
 from puzzle_rms.containers import Graph, Sequential
 from puzzle_rms.modules import Activation, Add, Concat, Linear, relu, sigmoid, tanh
 from puzzle_rms.variable import Variable

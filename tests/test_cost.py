@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from gradcheck import numericGrad
 
-import backends
+from puzzle_rms import backends
 from puzzle_rms.cost import MSE, CrossEntropy
 
 

@@ -20,7 +20,7 @@ from typing import Iterator
 import numpy as np
 import pytest
 
-import backends
+from puzzle_rms import backends
 from mpi_worker import BAD_STEP, train
 from puzzle_rms.data import shardBatch
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import backends
+from puzzle_rms import backends
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

@@ -6,8 +6,8 @@ import pytest
 from rmsprop_reference import (SHAPES, make_variables, random_problem, rmsprop_reference, run_optimizer,
                                sgd_reference)
 
-import backends
-from backends import gpuarray
+from puzzle_rms import backends
+from puzzle_rms.backends import gpuarray
 from puzzle_rms import Variable
 from puzzle_rms.optimizers import SGD, RMSProp
 

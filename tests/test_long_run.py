@@ -26,7 +26,7 @@ from typing import Iterator
 import numpy as np
 import pytest
 
-import backends
+from puzzle_rms import backends
 from puzzle_rms.containers import Sequential
 from puzzle_rms.cost import MSE
 from puzzle_rms.modules import Activation, Linear, tanh

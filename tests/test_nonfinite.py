@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-import backends
+from puzzle_rms import backends
 from puzzle_rms.optimizers import SGD, DynamicLossScale, NonFiniteGradientError, RMSProp
 from puzzle_rms.variable import Variable
 

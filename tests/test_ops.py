@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from rmsprop_reference import raw_apply_rmsprop
 
-import backends
+from puzzle_rms import backends
 from puzzle_rms.ops import applyCenteredRMSProp, applyRMSProp, sparseApplyCenteredRMSProp, sparseApplyRMSProp
 
 F64 = dict(rtol=1e-12, atol=1e-14)

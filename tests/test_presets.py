@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from rmsprop_reference import raw_apply_rmsprop, run_named
 
-import backends
+from puzzle_rms import backends
 from puzzle_rms import Variable
 from puzzle_rms.optimizers import RMSProp
 from puzzle_rms.optimizers.presets import PRESETS

@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 
 import numpy as np  # noqa: E402
 
-import backends  # noqa: E402
+from puzzle_rms import backends  # noqa: E402
 from puzzle_rms import Variable  # noqa: E402
 from puzzle_rms.optimizers import RMSProp  # noqa: E402
 

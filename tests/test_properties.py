@@ -28,7 +28,7 @@ from backend_switch import using
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import backends
+from puzzle_rms import backends
 from puzzle_rms.optimizers import RMSProp
 from puzzle_rms.optimizers.presets import PRESETS
 from puzzle_rms.variable import Variable

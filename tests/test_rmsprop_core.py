@@ -10,7 +10,7 @@ import pytest
 from rmsprop_reference import (SHAPES, make_variables, random_problem, rmsprop_reference, run_optimizer,
                                sgd_reference)
 
-import backends
+from puzzle_rms import backends
 from puzzle_rms import Variable
 from puzzle_rms.containers import Sequential
 from puzzle_rms.modules import Activation, Linear, relu

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from rmsprop_reference import run_named
 
-import backends
+from puzzle_rms import backends
 from puzzle_rms import Variable
 from puzzle_rms.optimizers import DynamicLossScale, ExponentialDecay, RMSProp
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import backends
+from puzzle_rms import backends
 from puzzle_rms import Variable
 from puzzle_rms.containers import Sequential
 from puzzle_rms.modules import Embedding, Linear

@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import pytest
 
-import backends
+from puzzle_rms import backends
 from puzzle_rms.checkpoint import loadModule, loadOptimizer, loadTraining, saveModule, saveTraining
 from puzzle_rms.containers import Sequential
 from puzzle_rms.cost import MSE, CrossEntropy

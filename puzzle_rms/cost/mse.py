@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import backends
+from puzzle_rms import backends
 
 
 class MSE:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-import backends
+from puzzle_rms import backends
 from puzzle_rms.modules.module import Module
 from puzzle_rms.validation import check_choice, check_real
 

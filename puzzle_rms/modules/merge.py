@@ -5,7 +5,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-import backends
+from puzzle_rms import backends
 from puzzle_rms.modules.module import Module
 
 

@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-import backends
+from puzzle_rms import backends
 from puzzle_rms.checkpoint import loadModule, saveModule
 from puzzle_rms.validation import check_optional_str
 from puzzle_rms.variable import Variable

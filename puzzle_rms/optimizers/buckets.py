@@ -3,7 +3,7 @@
 With global state one bucket holds every parameter of one dtype in flat
 buffers, and the Variables are pinned to views of them; with local state each
 Variable is its own bucket over its own arrays. Either way a kernel sees flat
-1-D buffers and a :class:`backends.backend.Layout` of segments (one per Variable).
+1-D buffers and a :class:`puzzle_rms.backends.backend.Layout` of segments (one per Variable).
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from backends import Backend
+from puzzle_rms.backends import Backend
 from puzzle_rms.sparse import RowSparseVariable, rows_layout
 from puzzle_rms.variable import Variable, learn_rate_version
 

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Optional, Union
 
 import numpy as np
 
-import backends
+from puzzle_rms import backends
 from puzzle_rms.optimizers.buckets import Bucket, ParamGroup
 from puzzle_rms.optimizers.loss_scale import DynamicLossScale
 from puzzle_rms.optimizers.schedules import learn_rate_at, validate_learn_rate

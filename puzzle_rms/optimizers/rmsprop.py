@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Optional, Union
 
-from backends.backend import hyper_vector
+from puzzle_rms.backends.backend import hyper_vector
 from puzzle_rms.optimizers.buckets import Bucket
 from puzzle_rms.optimizers.loss_scale import DynamicLossScale
 from puzzle_rms.optimizers.optimizer import Optimizer

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from backends.backend import hyper_vector
+from puzzle_rms.backends.backend import hyper_vector
 from puzzle_rms.optimizers.buckets import Bucket
 from puzzle_rms.optimizers.optimizer import Optimizer
 
