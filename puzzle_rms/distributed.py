@@ -34,18 +34,41 @@ cast into a float32 scratch copy, summed, divided by ``P`` and cast back (twice
 the bytes on the wire of a float16 reduction). Broadcasts move raw bytes, any dtype.
 
 Multi-machine runs need nothing more: start the same script with the MPI
-launcher and a hostfile (``mpiexec -f hostfile -n 4 python train.py`` for MPICH,
-``mpiexec --hostfile hostfile -n 4 ...`` for Open MPI).
+launcher and a hostfile (``mpiexec -f hostfile -n 4 python -m mpi4py train.py``
+for MPICH, ``mpiexec --hostfile hostfile -n 4 python -m mpi4py ...`` for Open MPI).
+
+Failures end the whole job, never hang it:
+
+* an uncaught exception on any rank prints its traceback and aborts every rank
+  (``MPI_Abort``) from an exception hook that :class:`NodeInfo` installs; under
+  ``python -m mpi4py`` mpi4py does the same;
+* a host collective that has not completed ``timeout`` seconds after it started
+  (a rank that crashed without an exception, hangs, or ran fewer steps) prints
+  which collective and which update it was and aborts every rank. The
+  collectives are non-blocking MPI calls polled against that deadline;
+* at ``setupOn`` the ranks compare the backend, every variable's name, shape and
+  dtype and the optimizer's hyperparameters (:meth:`NodeInfo.checkSame`), and all
+  raise the same ValueError naming what differs on which rank.
+
+NCCL collectives run asynchronously on the GPU stream and are not timed.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+import hashlib
+import json
+import math
+import sys
+import time
+from typing import Any, Callable, Optional
 
 import numpy as np
 
 from puzzle_rms import backends
 
 _INSTALL_HINT = "pip install mpi4py mpich (from a puzzle_rms clone: pip install -e '.[mpi]')"
+DEFAULT_TIMEOUT = 300.0  # seconds a host collective may take before the job is aborted
+_POLL_PAUSE = 1e-3
+_ABORT_GRACE = 1.0  # seconds between printing why the job is aborted and aborting it  # the longest sleep between two polls of a pending collective
 
 
 def _mpi() -> Any:
@@ -57,29 +80,63 @@ def _mpi() -> Any:
 
 
 class _MpiHost:
-    """Collectives on host (NumPy) buffers over an MPI communicator."""
+    """Collectives on host (NumPy) buffers over an MPI communicator, each waited for against a deadline.
 
-    def __init__(self, MPI: Any, comm: Any) -> None:
+    ``expire(what)`` is called (and must not return) when a collective has not completed within ``timeout``
+    seconds; ``timeout=None`` waits forever.
+    """
+
+    def __init__(self, MPI: Any, comm: Any, timeout: Optional[float], expire: Callable[[str], None]) -> None:
         self.MPI, self.comm, self.size = MPI, comm, comm.Get_size()
+        self.timeout, self.expire = timeout, expire
         self.scratch: dict[int, np.ndarray] = {}
 
-    def broadcast(self, flat: np.ndarray) -> None:
-        self.comm.Bcast([flat.view(np.uint8), self.MPI.BYTE], root=0)
+    def wait(self, request: Any, what: str) -> None:
+        """Poll ``request`` until it completes, sleeping a little longer each time (MPI progresses in Test)."""
+        deadline = math.inf if self.timeout is None else time.monotonic() + self.timeout
+        pause = 0.0
+        while not request.Test():
+            if time.monotonic() > deadline:
+                self.expire(what)
+            time.sleep(pause)
+            pause = min(2 * pause + 1e-6, _POLL_PAUSE)
 
-    def allreduceMean(self, flat: np.ndarray) -> None:
+    def broadcast(self, flat: np.ndarray, what: str) -> None:
+        self.wait(self.comm.Ibcast([flat.view(np.uint8), self.MPI.BYTE], root=0), f"broadcast ({what})")
+
+    def allreduceMean(self, flat: np.ndarray, what: str) -> None:
         if flat.dtype == np.float16:
             scratch = self.scratch.get(flat.size)
             if scratch is None:
                 scratch = self.scratch[flat.size] = np.empty(flat.size, np.float32)
             np.copyto(scratch, flat)
-            self._sumMean(scratch)
+            self._sumMean(scratch, what)
             np.copyto(flat, scratch, casting="same_kind")
         else:
-            self._sumMean(flat)
+            self._sumMean(flat, what)
 
-    def _sumMean(self, flat: np.ndarray) -> None:
-        self.comm.Allreduce(self.MPI.IN_PLACE, flat, op=self.MPI.SUM)
+    def _sumMean(self, flat: np.ndarray, what: str) -> None:
+        self.wait(self.comm.Iallreduce(self.MPI.IN_PLACE, flat, op=self.MPI.SUM), f"allreduce ({what})")
         flat /= self.size
+
+    def allgather(self, row: np.ndarray, what: str) -> np.ndarray:
+        """Every rank's ``row`` (same length and dtype on all ranks), stacked in rank order."""
+        table = np.empty((self.size, row.size), row.dtype)
+        self.wait(self.comm.Iallgather(row, table), f"allgather ({what})")
+        return table
+
+    def allgatherBytes(self, data: bytes, what: str) -> list[bytes]:
+        """Every rank's ``data`` (any length), in rank order."""
+        lengths = self.allgather(np.array([len(data)], np.int64), what)[:, 0]
+        table = np.empty(int(lengths.sum()), np.uint8)
+        offsets = np.cumsum(lengths) - lengths
+        self.wait(self.comm.Iallgatherv(np.frombuffer(data, np.uint8),
+                                        [table, (lengths.tolist(), offsets.tolist()), self.MPI.BYTE]),
+                  f"allgather ({what})")
+        return [table[o:o + n].tobytes() for o, n in zip(offsets.tolist(), lengths.tolist())]
+
+    def barrier(self, what: str) -> None:
+        self.wait(self.comm.Ibarrier(), f"barrier ({what})")
 
 
 class _HostCopy:
@@ -88,17 +145,17 @@ class _HostCopy:
     def __init__(self, host: _MpiHost) -> None:
         self.host = host
 
-    def broadcast(self, flat: Any) -> None:
-        self._roundTrip(flat, self.host.broadcast)
+    def broadcast(self, flat: Any, what: str) -> None:
+        self._roundTrip(flat, self.host.broadcast, what)
 
-    def allreduceMean(self, flat: Any) -> None:
-        self._roundTrip(flat, self.host.allreduceMean)
+    def allreduceMean(self, flat: Any, what: str) -> None:
+        self._roundTrip(flat, self.host.allreduceMean, what)
 
     @staticmethod
-    def _roundTrip(flat: Any, collective: Any) -> None:
+    def _roundTrip(flat: Any, collective: Any, what: str) -> None:
         backend = backends.current()
         hostCopy = backend.to_host(flat)  # a copy, since the buffer lives on a device
-        collective(hostCopy)
+        collective(hostCopy, what)
         backend.copy_cast(flat, backend.to_device(hostCopy))
 
 
@@ -114,10 +171,10 @@ class _Nccl:
         self.comm = nccl.NcclCommunicator(size, uniqueId, rank)
         self.types = {np.dtype(np.float32): nccl.NCCL_FLOAT32, np.dtype(np.float64): nccl.NCCL_FLOAT64}
 
-    def broadcast(self, flat: Any) -> None:
+    def broadcast(self, flat: Any, what: str) -> None:
         self.comm.bcast(flat.data.ptr, flat.nbytes, self.nccl.NCCL_UINT8, 0, self.cupy.cuda.get_current_stream().ptr)
 
-    def allreduceMean(self, flat: Any) -> None:
+    def allreduceMean(self, flat: Any, what: str) -> None:
         work = flat.astype(self.cupy.float32) if flat.dtype == np.float16 else flat
         self.comm.allReduce(work.data.ptr, work.data.ptr, work.size, self.types[work.dtype], self.nccl.NCCL_SUM,
                             self.cupy.cuda.get_current_stream().ptr)
@@ -141,7 +198,7 @@ class NodeInfo:
     script started without ``mpiexec`` is a world of one, where every collective
     returns at once. Pass it to an optimizer (``RMSProp(..., nodeinfo=node)``) and
     call ``setupOn(model, useGlobalState=True)``; see the module docstring for what
-    the optimizer does with it.
+    the optimizer does with it, and for how failures end the job.
 
     Parameters
     ----------
@@ -151,6 +208,12 @@ class NodeInfo:
         Transport for CuPy buffers: None (default) uses NCCL when CuPy has it and
         MPI with a host copy otherwise; True requires NCCL; False always copies
         through the host. Host buffers always go over MPI.
+    timeout : float or None
+        Seconds a host collective may wait for the other ranks before the whole job is
+        aborted with a message naming the collective (default 300); None waits forever.
+    abortOnError : bool
+        Install an exception hook that aborts every rank when this one dies of an uncaught
+        exception (default True; it takes effect only with more than one rank).
 
     Attributes
     ----------
@@ -160,7 +223,8 @@ class NodeInfo:
         The same on this machine only (pick the GPU with :meth:`useLocalDevice`).
     """
 
-    def __init__(self, comm: Any = None, nccl: Optional[bool] = None) -> None:
+    def __init__(self, comm: Any = None, nccl: Optional[bool] = None, timeout: Optional[float] = DEFAULT_TIMEOUT,
+                 abortOnError: bool = True) -> None:
         MPI = _mpi()
         comm = MPI.COMM_WORLD if comm is None else comm
         if not isinstance(comm, MPI.Intracomm):
@@ -168,6 +232,11 @@ class NodeInfo:
                             f"got {type(comm).__name__}")
         if nccl is not None and not isinstance(nccl, bool):
             raise TypeError(f"NodeInfo: nccl must be None, True or False, got {nccl!r} ({type(nccl).__name__})")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or not 0 < timeout < math.inf):
+            raise ValueError(f"NodeInfo: timeout must be a positive finite number of seconds or None, got {timeout!r}")
+        if not isinstance(abortOnError, bool):
+            raise TypeError(f"NodeInfo: abortOnError must be True or False, got {abortOnError!r}")
         if nccl and not _ncclAvailable():
             raise RuntimeError("NodeInfo: nccl=True but CuPy with NCCL is not importable here; pass nccl=None to "
                                "fall back to MPI through host memory")
@@ -176,9 +245,12 @@ class NodeInfo:
         local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
         self.localRank, self.localSize = local.Get_rank(), local.Get_size()
         local.Free()
+        self.timeout = None if timeout is None else float(timeout)
         self._nccl = nccl
-        self._host = _MpiHost(MPI, comm)
+        self._host = _MpiHost(MPI, comm, self.timeout, self._expire)
         self._device: Any = None
+        if abortOnError and self.size > 1:
+            _install_abort_hook(comm)
 
     def __repr__(self) -> str:
         return f"NodeInfo(rank={self.rank}, size={self.size}, localRank={self.localRank})"
@@ -190,30 +262,61 @@ class NodeInfo:
 
     def barrier(self) -> None:
         """Wait until every rank gets here (e.g. before the other ranks read a checkpoint rank 0 wrote)."""
-        self.comm.Barrier()
+        self._host.barrier("NodeInfo.barrier")
 
     # --- the collectives the optimizer calls ----------------------------------------------------
-    def broadcast(self, flatArray: Any) -> None:
-        """Overwrite ``flatArray`` on every rank with rank 0's values, in place (any dtype, C-contiguous)."""
+    def broadcast(self, flatArray: Any, what: str = "NodeInfo.broadcast") -> None:
+        """Overwrite ``flatArray`` on every rank with rank 0's values, in place (any dtype, C-contiguous).
+
+        ``what`` names the call in the message of a timeout.
+        """
         flat = self._flat("broadcast", flatArray, floating=False)
         if self.size > 1:
-            self._transport(flat).broadcast(flat)
+            self._transport(flat).broadcast(flat, what)
 
-    def allreduceMean(self, flatArray: Any) -> None:
+    def allreduceMean(self, flatArray: Any, what: str = "NodeInfo.allreduceMean") -> None:
         """Replace ``flatArray`` by its mean over all ranks, in place: ``a <- (1/size) * sum_r a_r``.
 
         ``flatArray`` must be a C-contiguous float16/32/64 array of the same shape on every rank;
-        float16 is summed in float32 (see the module docstring).
+        float16 is summed in float32 (see the module docstring). ``what`` names the call in the message
+        of a timeout.
         """
         flat = self._flat("allreduceMean", flatArray, floating=True)
         if self.size > 1:
-            self._transport(flat).allreduceMean(flat)
+            self._transport(flat).allreduceMean(flat, what)
 
-    def meanValue(self, value: float) -> float:
+    def meanValue(self, value: float, what: str = "NodeInfo.meanValue") -> float:
         """The mean of a Python number over all ranks (e.g. to report the loss of the whole batch)."""
         buffer = np.array([value], dtype=np.float64)
-        self._host.allreduceMean(buffer)
+        if self.size > 1:
+            self._host.allreduceMean(buffer, what)
         return float(buffer[0])
+
+    def checkSame(self, what: str, description: dict[str, dict[str, str]]) -> None:
+        """Raise ValueError on every rank unless every rank passed an equal ``description``.
+
+        ``description`` maps sections (e.g. ``"variables"``) to ``{key: value}`` string tables. The ranks
+        first compare a SHA-256 digest of it; only when the digests differ do they exchange the tables, so
+        that the error (the same on every rank) lists each key whose value differs from rank 0's, per rank.
+        """
+        if self.size == 1:
+            return
+        text = json.dumps(description, sort_keys=True).encode("utf-8")
+        digests = self._host.allgather(np.frombuffer(hashlib.sha256(text).digest(), np.uint8), what)
+        if (digests == digests[0]).all():
+            return
+        tables = [json.loads(data) for data in self._host.allgatherBytes(text, what)]
+        lines = []
+        for rank, table in enumerate(tables[1:], start=1):
+            for section in sorted(set(tables[0]) | set(table)):
+                mine, theirs = tables[0].get(section, {}), table.get(section, {})
+                for key in sorted(set(mine) | set(theirs)):
+                    if mine.get(key) != theirs.get(key):
+                        lines.append(f"{section} {key!r}: rank 0: {mine.get(key, '(none)')}; "
+                                     f"rank {rank}: {theirs.get(key, '(none)')}")
+        raise ValueError(f"{what}: the {self.size} ranks disagree, so they would train on each other's bytes or "
+                         f"drift apart; every rank must build the same model and optimizer:\n"
+                         + "\n".join(f"  - {line}" for line in lines))
 
     # --- GPU placement --------------------------------------------------------------------------
     def useLocalDevice(self) -> Optional[int]:
@@ -235,6 +338,12 @@ class NodeInfo:
             raise TypeError(f"NodeInfo.{method}: expected a float16, float32 or float64 array, got dtype {dtype}")
         return array.reshape(-1)
 
+    def _expire(self, what: str) -> None:
+        """A collective timed out: say which, on which rank, and abort every rank (does not return)."""
+        _report_and_abort(self.comm, f"rank {self.rank} of {self.size}: {what} did not complete within "
+                                     f"{self.timeout:g} s (NodeInfo timeout): another rank stopped, crashed, hangs "
+                                     f"or runs a different number of steps")
+
     def _transport(self, flat: Any) -> Any:
         if isinstance(flat, np.ndarray):
             return self._host
@@ -242,3 +351,33 @@ class NodeInfo:
             useNccl = _ncclAvailable() if self._nccl is None else self._nccl
             self._device = _Nccl(self.comm, self.rank, self.size) if useNccl else _HostCopy(self._host)
         return self._device
+
+
+def _report_and_abort(comm: Any, message: str) -> None:
+    """Print ``message`` and end every rank of ``comm`` with exit code 1."""
+    sys.stderr.write(f"puzzle_rms.distributed: {message}; aborting all ranks\n")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    time.sleep(_ABORT_GRACE)  # MPI_Abort kills at once: give the launcher time to forward what was printed
+    comm.Abort(1)
+
+
+_hooked: set[int] = set()
+
+
+def _install_abort_hook(comm: Any) -> None:
+    """Make an uncaught exception in this process abort every rank of ``comm`` after its traceback is printed.
+
+    Without it the dying rank waits in MPI_Finalize while the others wait in their next collective, forever.
+    """
+    if id(comm) in _hooked:
+        return
+    _hooked.add(id(comm))
+    previous = sys.excepthook
+
+    def abortAll(kind: type, value: BaseException, trace: Any) -> None:
+        previous(kind, value, trace)
+        _report_and_abort(comm, f"rank {comm.Get_rank()} of {comm.Get_size()} died of an uncaught "
+                                f"{kind.__name__}")
+
+    sys.excepthook = abortAll

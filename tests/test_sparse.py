@@ -223,6 +223,9 @@ class FakeNodeInfo:
     def allreduceMean(self, flat):
         raise AssertionError("not reached")
 
+    def checkSame(self, what, description):
+        raise AssertionError("not reached")
+
 
 def test_lazy_rows_are_not_supported_with_nodeinfo(backend_name):
     optimizer = RMSProp(sparseUpdate="lazy", nodeinfo=FakeNodeInfo())

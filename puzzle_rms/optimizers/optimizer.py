@@ -32,6 +32,7 @@ class NonFiniteGradientError(FloatingPointError):
 
 NON_FINITE_POLICIES = ("raise", "skip", "ignore")
 SPARSE_UPDATES = ("dense", "lazy")
+NODEINFO_METHODS = ("broadcast", "allreduceMean", "checkSame")
 GROUP_KEYS = ("params", "learnRate", "weightDecay", "decoupledWeightDecay", "decayFilter")
 
 
@@ -92,9 +93,9 @@ class Optimizer:
         self.globalClipNorm = check_optional_positive(owner, "globalClipNorm", globalClipNorm)
         self.nonFinite = check_choice(owner, "nonFinite", nonFinite, NON_FINITE_POLICIES)
         self.sparseUpdate = check_choice(owner, "sparseUpdate", sparseUpdate, SPARSE_UPDATES)
-        if nodeinfo is not None and not all(callable(getattr(nodeinfo, m, None)) for m in ("broadcast", "allreduceMean")):
-            raise TypeError(f"{owner}: nodeinfo must be None or a NodeInfo (with broadcast and allreduceMean "
-                            f"methods), got {nodeinfo!r} ({type(nodeinfo).__name__})")
+        if nodeinfo is not None and not all(callable(getattr(nodeinfo, m, None)) for m in NODEINFO_METHODS):
+            raise TypeError(f"{owner}: nodeinfo must be None or a NodeInfo (with methods {', '.join(NODEINFO_METHODS)}"
+                            f"), got {nodeinfo!r} ({type(nodeinfo).__name__})")
         self.nodeinfo = nodeinfo
         self.t = 0
         self.skippedSteps = 0
@@ -154,12 +155,14 @@ class Optimizer:
                 if self.nodeinfo is not None and self.sparseUpdate == "lazy" and isinstance(var, RowSparseVariable):
                     raise ValueError(f"{owner}.setupOn: variable {name!r} has row-sparse gradients, and "
                                      f"sparseUpdate='lazy' is not supported with nodeinfo; use sparseUpdate='dense'")
+        if self.nodeinfo is not None:
+            self.nodeinfo.checkSame(f"{owner}.setupOn", self._replicaDescription(backend, groups))
         self.release()
         self.groups, self.backend, self.useGlobalState = groups, backend, useGlobalState
         self.buckets = self._make_buckets(backend, groups, useGlobalState)
         if self.nodeinfo is not None:
             for bucket in self.buckets:
-                self.nodeinfo.broadcast(bucket.weights())
+                self.nodeinfo.broadcast(bucket.weights(), f"{owner}.setupOn: weights of the {bucket.dtype} bucket")
                 if "master" in bucket.state:
                     backend.copy_cast(bucket.state["master"], bucket.weights())
 
@@ -194,6 +197,12 @@ class Optimizer:
             raise ValueError(f"{owner}.setupOn: no variables to optimize in the {type(target).__name__} given; "
                              f"expected at least one Variable")
         return groups
+
+    def _replicaDescription(self, backend: backends.Backend, groups: list[ParamGroup]) -> dict[str, dict[str, str]]:
+        """What must be equal on every rank of a data-parallel run: backend, variables, hyperparameters."""
+        variables = {name: f"position {i}, shape {tuple(var.shape)}, {np.dtype(var.dtype)}"
+                     for i, (name, var) in enumerate((n, v) for g in groups for n, v in zip(g.names, g.variables))}
+        return {"backend": {"name": backend.name}, "variables": variables}
 
     def _make_buckets(self, backend: backends.Backend, groups: list[ParamGroup], flat: bool) -> list[Bucket]:
         entries = []  # (name, var, group index, decays?)
@@ -267,7 +276,8 @@ class Optimizer:
         rowViews = [bucket.sparseRows() for bucket in self.buckets]  # dense mode: rows join the dense gradients
         if self.nodeinfo is not None:
             for bucket in self.buckets:
-                self.nodeinfo.allreduceMean(bucket.grads())
+                self.nodeinfo.allreduceMean(bucket.grads(), f"gradient mean of the {bucket.dtype} bucket, "
+                                                            f"update {self.t + 1}")
         gradScale = 1.0 / self.lossScaleValue
         dynamic = isinstance(self.lossScale, DynamicLossScale)
         sums = None
