@@ -26,9 +26,9 @@ torch is imported before anything can start Numba's thread pool: the other order
 kernels pick up the wrong OpenMP runtime and run up to ~100x slower. No module of this package imports
 Numba (or CuPy) when it is imported; :mod:`.cli` imports torch first and only then lets a backend start.
 
-One module per concern: :mod:`.cases` (the step, the sizes, bytes per parameter), :mod:`.timing` (rows and
-interleaved rounds), :mod:`.probes` (the ceiling), :mod:`.rows` (puzzle_rms's kernel and optimizer),
-:mod:`.baselines` (naive NumPy/CuPy, torch), :mod:`.runner` (one case end to end), :mod:`.goals` (the
-project's benchmark goals), :mod:`.startup` (Numba's cold and warm start), :mod:`.report` (header, tables,
-JSON) and :mod:`.cli` (options and ``main``).
+One module per concern: :mod:`.cases` (the step, the sizes, bytes per parameter), :mod:`.timing` (rows
+and interleaved rounds), :mod:`.probes` (the ceiling), :mod:`.library_rows` (puzzle_rms's kernel and
+optimizer), :mod:`.baselines` (naive NumPy/CuPy, torch), :mod:`.runner` (one case end to end),
+:mod:`.goals` (the project's benchmark goals), :mod:`.startup` (Numba's cold and warm start),
+:mod:`.report` (header, tables, JSON) and :mod:`.cli` (options and ``main``).
 """

@@ -1,7 +1,8 @@
 """The ceiling each row is compared with: a fused loop with the step's own access pattern and byte count.
 
-The arithmetic is trivial and bounded, so the probe's time is the memory traffic alone. STREAM triad
-would not do: it pays write-allocate, which an in-place update does not.
+Numba on the CPU; on the GPU a CuPy kernel, and a device copy of the same bytes. The arithmetic is trivial
+and bounded, so the probe's time is the memory traffic alone. STREAM triad would not do: it pays
+write-allocate, which an in-place update does not.
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from puzzle_rms import backends
 from puzzle_rms.bench.baselines import naive_embedding_row, naive_row, torch_rows
 from puzzle_rms.bench.cases import Case, case_arrays
 from puzzle_rms.bench.probes import cpu_probe, gpu_probes
-from puzzle_rms.bench.rows import embedding_rows, optimizer_rows
+from puzzle_rms.bench.library_rows import embedding_rows, optimizer_rows
 from puzzle_rms.bench.timing import Row, measure
 
 
