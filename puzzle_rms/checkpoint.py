@@ -167,7 +167,8 @@ def saveTraining(path: PathLike, module: Any, optimizer: "CheckpointableOptimize
     _distributed_write(optimizer, lambda: _write(path, arrays, module=module, optimizer=optimizer))
 
 
-def loadTraining(path: PathLike, module: Any, optimizer: "CheckpointableOptimizer", hyperparameters: str = "check") -> None:
+def loadTraining(path: PathLike, module: Any, optimizer: "CheckpointableOptimizer",
+                 hyperparameters: str = "check") -> None:
     """Load what :func:`saveTraining` wrote into ``module`` and ``optimizer``; all checks come before any write.
 
     ``hyperparameters`` is as in :func:`loadOptimizer`.

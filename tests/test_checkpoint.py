@@ -460,7 +460,8 @@ def test_every_constructor_argument_is_a_declared_hyperparameter():
 def test_load_state_restores_arrays_and_counters(backend_name, useGlobalState):
     source, _ = _trained(True, seed=0, steps=4)
     expected = _state_snapshot(source)
-    assert expected["t"] == 4 and expected["lossScale"] == {"scale": 32.0, "goodSteps": 0}  # 8, doubled after 2 and 4 steps
+    # 4 good steps: the scale 8 doubled after the 2nd and the 4th
+    assert expected["t"] == 4 and expected["lossScale"] == {"scale": 32.0, "goodSteps": 0}
     target, _ = _trained(useGlobalState, seed=5, steps=1)
     target.loadState(expected["arrays"], expected["t"], expected["skippedSteps"], expected["lossScale"])
     _assert_same_state(_state_snapshot(target), expected)

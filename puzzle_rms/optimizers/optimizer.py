@@ -58,6 +58,45 @@ def _named_variables(target: Any, owner: str) -> list[tuple[str, Variable]]:
             raise TypeError(f"{owner}.setupOn: {name!r} is a {type(var).__name__}, expected a Variable")
     return items
 
+def _match_state(owner: str, views: dict[str, dict[str, Any]], arrays: Any) -> list[tuple[Any, np.ndarray]]:
+    """(state view, host array) for every buffer, once ``arrays`` fits ``views`` exactly in names, shapes, dtypes.
+
+    Raises TypeError for a value that is not a mapping or a NumPy array, and ValueError listing every name,
+    buffer, shape and dtype that differs.
+    """
+    if not isinstance(arrays, Mapping):
+        raise TypeError(f"{owner}: arrays must be a mapping name -> buffer -> numpy array, got {type(arrays).__name__}")
+    mismatches = [f"variable {name!r}: not optimized by this optimizer" for name in arrays if name not in views]
+    pairs = []
+    for name, buffers in views.items():
+        if name not in arrays:
+            mismatches.append(f"variable {name!r}: missing (its buffers: {sorted(buffers)})")
+            continue
+        given = arrays[name]
+        if not isinstance(given, Mapping):
+            raise TypeError(f"{owner}: arrays[{name!r}] must be a mapping buffer -> numpy array, got "
+                            f"{type(given).__name__}")
+        mismatches += [f"state {buffer!r} of {name!r}: not a buffer of this optimizer (its buffers: "
+                       f"{sorted(buffers)})" for buffer in given if buffer not in buffers]
+        for buffer, view in buffers.items():
+            array = given.get(buffer)
+            if array is None:
+                mismatches.append(f"state {buffer!r} of {name!r}: missing")
+            elif not isinstance(array, np.ndarray):
+                raise TypeError(f"{owner}: state {buffer!r} of {name!r} must be a numpy array (host), got "
+                                f"{type(array).__name__}")
+            elif array.shape != tuple(view.shape):
+                mismatches.append(f"state {buffer!r} of {name!r}: shape {array.shape}, expected {tuple(view.shape)}")
+            elif array.dtype != view.dtype:
+                mismatches.append(f"state {buffer!r} of {name!r}: dtype {array.dtype}, expected {view.dtype}")
+            else:
+                pairs.append((view, array))
+    if mismatches:
+        lines = "\n".join(f"  - {line}" for line in mismatches)
+        raise ValueError(f"{owner}: the arrays do not fit this optimizer's state ({len(mismatches)} mismatches); "
+                         f"nothing was loaded:\n{lines}")
+    return pairs
+
 
 class Optimizer:
     """Base of all optimizers (PuzzleLib's ``Optimizer``).
@@ -364,8 +403,8 @@ class Optimizer:
         parameter group is ``{"names", "learnRate" (None: the optimizer's), "weightDecay",
         "decoupledWeightDecay", "decayFilter"}``. Values are described by
         :func:`~puzzle_rms.optimizers.describe.describe`: numbers as they are, a schedule by its type and
-        settings, a DynamicLossScale by its settings, a function by its qualified name. Two optimizers with
-        equal descriptions update alike. Attributes not named in ``HYPERPARAMETERS`` never appear.
+        settings, a DynamicLossScale by its settings, a function by its qualified name. A checkpoint stores
+        it and compares it on load. Attributes not named in ``HYPERPARAMETERS`` never appear.
         """
         settings = {name: describe(getattr(self, name)) for name in self.HYPERPARAMETERS}
         settings["class"] = type(self).__qualname__
@@ -410,47 +449,12 @@ class Optimizer:
             loss-scale state is out of range.
         """
         owner = f"{type(self).__name__}.loadState"
-        current = self.stateArrays()
+        pairs = _match_state(owner, self.stateArrays(), arrays)
         t = check_int(owner, "t", t, 0)
         skippedSteps = check_int(owner, "skippedSteps", skippedSteps, 0)
         if lossScaleState is not None:
             lossScaleState = check_loss_scale_state(owner, lossScaleState)
-        if not isinstance(arrays, Mapping):
-            raise TypeError(f"{owner}: arrays must be a mapping name -> buffer -> numpy array, got "
-                            f"{type(arrays).__name__}")
-        mismatches = [f"variable {name!r}: not optimized by this {type(self).__name__}"
-                      for name in arrays if name not in current]
-        staged = []
-        for name, views in current.items():
-            if name not in arrays:
-                mismatches.append(f"variable {name!r}: missing (its buffers: {sorted(views)})")
-                continue
-            given = arrays[name]
-            if not isinstance(given, Mapping):
-                raise TypeError(f"{owner}: arrays[{name!r}] must be a mapping buffer -> numpy array, got "
-                                f"{type(given).__name__}")
-            mismatches += [f"state {buffer!r} of {name!r}: not a buffer of this optimizer (its buffers: "
-                           f"{sorted(views)})" for buffer in given if buffer not in views]
-            for buffer, view in views.items():
-                if buffer not in given:
-                    mismatches.append(f"state {buffer!r} of {name!r}: missing")
-                    continue
-                array = given[buffer]
-                if not isinstance(array, np.ndarray):
-                    raise TypeError(f"{owner}: state {buffer!r} of {name!r} must be a numpy array (host), got "
-                                    f"{type(array).__name__}")
-                if array.shape != tuple(view.shape):
-                    mismatches.append(f"state {buffer!r} of {name!r}: shape {array.shape}, expected "
-                                      f"{tuple(view.shape)}")
-                elif array.dtype != view.dtype:
-                    mismatches.append(f"state {buffer!r} of {name!r}: dtype {array.dtype}, expected {view.dtype}")
-                else:
-                    staged.append((view, array))
-        if mismatches:
-            lines = "\n".join(f"  - {line}" for line in mismatches)
-            raise ValueError(f"{owner}: the arrays do not fit this optimizer's state ({len(mismatches)} "
-                             f"mismatches); nothing was loaded:\n{lines}")
-        staged = [(view, self.backend.to_device(array)) for view, array in staged]  # all moved before any write
+        staged = [(view, self.backend.to_device(array)) for view, array in pairs]  # all moved before any write
         for view, value in staged:
             view[...] = value
         self.t, self.skippedSteps = t, skippedSteps
