@@ -62,7 +62,14 @@ class Layout:
     hostBlocks: np.ndarray
     numSegments: int
     size: int
-    dense: bool
+
+
+def state_dtype(paramDtype: np.dtype) -> np.dtype:
+    """The dtype of the optimizer state the kernels keep for parameters of ``paramDtype``.
+
+    float32 for float16 parameters (their squares underflow in float16), else the parameter dtype.
+    """
+    return np.dtype(np.float32) if paramDtype == np.float16 else np.dtype(paramDtype)
 
 
 def build_blocks(wOffsets: np.ndarray, sizes: np.ndarray, gOffsets: np.ndarray, blockElems: int) -> np.ndarray:
@@ -149,10 +156,9 @@ class Backend:
         if wOffsets is None:
             wOffsets = np.cumsum(sizes) - sizes
         wOffsets = np.asarray(wOffsets, dtype=np.int64)
-        dense = gOffsets is None
-        gOffsets = wOffsets if dense else np.asarray(gOffsets, dtype=np.int64)
+        gOffsets = wOffsets if gOffsets is None else np.asarray(gOffsets, dtype=np.int64)
         host = build_blocks(wOffsets, sizes, gOffsets, self.blockElems)
-        return Layout(self.layout_blocks(host), host, int(sizes.size), int(sizes.sum()), dense)
+        return Layout(self.layout_blocks(host), host, int(sizes.size), int(sizes.sum()))
 
     def layout_blocks(self, hostBlocks: np.ndarray) -> Any:
         """Move a block table to where this backend's kernels read it."""

@@ -20,6 +20,11 @@ hyperparameters) and raises :class:`CheckpointMismatchError` listing every
 mismatch before any parameter or state is modified. Arrays are stored on the
 host, so a checkpoint saved on one backend (cupy, numba, numpy) loads on any
 other, and in either state mode (``useGlobalState`` True or False).
+
+This module knows the file format only. What an optimizer's state and
+hyperparameters are, it asks the optimizer (:class:`CheckpointableOptimizer`:
+``stateArrays``, ``hyperparameters``, ``lossScaleState``, ``loadState``), so it
+imports no optimizer.
 """
 from __future__ import annotations
 
@@ -27,22 +32,18 @@ import contextlib
 import json
 import os
 import secrets
-import types
 import zipfile
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import Any, Mapping, Optional, Protocol, Union
 
 import numpy as np
 
 from puzzle_rms import backends
-from puzzle_rms.optimizers.loss_scale import DynamicLossScale
 from puzzle_rms.validation import check_choice
 from puzzle_rms.variable import Variable
 
-if TYPE_CHECKING:
-    from puzzle_rms.optimizers.optimizer import Optimizer
-
-__all__ = ["CheckpointError", "CheckpointMismatchError", "FORMAT", "VERSION", "checkpointInfo", "loadModule",
-           "loadOptimizer", "loadTraining", "saveModule", "saveOptimizer", "saveTraining"]
+__all__ = ["CheckpointError", "CheckpointMismatchError", "CheckpointableOptimizer", "FORMAT", "VERSION",
+           "checkpointInfo", "loadModule", "loadOptimizer", "loadTraining", "saveModule", "saveOptimizer",
+           "saveTraining"]
 
 FORMAT = "puzzle_rms.checkpoint"
 VERSION = 1
@@ -51,12 +52,31 @@ HYPERPARAMETER_MODES = ("check", "keep")
 
 PathLike = Union[str, "os.PathLike[str]"]
 EntryKey = tuple[str, str, Optional[str]]  # (section, variable, buffer); buffer is None for module parameters
+_OPTIMIZER_METHODS = ("stateArrays", "hyperparameters", "lossScaleState", "loadState")
 
-# Optimizer attributes that are run-time state, wiring or the failure policy: not compared on load (a run that
-# stopped on a NaN may resume with nonFinite="skip").
-_NOT_HYPERPARAMETERS = frozenset({"t", "skippedSteps", "groups", "buckets", "backend", "useGlobalState", "nodeinfo",
-                                  "nonFinite"})
-_LOSS_SCALE_CONFIG = ("growthFactor", "backoffFactor", "growthInterval", "minScale")
+
+class CheckpointableOptimizer(Protocol):
+    """What a checkpoint reads from and writes into an optimizer; :class:`puzzle_rms.optimizers.Optimizer` has it.
+
+    ``stateArrays()`` gives name -> buffer -> array view, ``hyperparameters()`` a JSON description, and
+    ``loadState(arrays, t, skippedSteps, lossScaleState)`` validates all of its arguments before it
+    changes anything. ``backend`` is the backend its state lives on; with ``nodeinfo`` set (data parallel),
+    only rank 0 writes files.
+    """
+
+    t: int
+    skippedSteps: int
+    backend: Any
+    nodeinfo: Any
+
+    def stateArrays(self) -> dict[str, dict[str, Any]]: ...
+
+    def hyperparameters(self) -> dict[str, Any]: ...
+
+    def lossScaleState(self) -> Optional[dict[str, Any]]: ...
+
+    def loadState(self, arrays: Mapping[str, Mapping[str, np.ndarray]], t: int, skippedSteps: int,
+                  lossScaleState: Optional[Mapping[str, Any]] = None) -> None: ...
 
 
 class CheckpointError(ValueError):
@@ -102,7 +122,7 @@ def loadModule(path: PathLike, module: Any) -> None:
     _load("loadModule", path, module, None, "check")
 
 
-def saveOptimizer(path: PathLike, optimizer: "Optimizer") -> None:
+def saveOptimizer(path: PathLike, optimizer: "CheckpointableOptimizer") -> None:
     """Write the optimizer's state buffers, step counter, skip count, loss-scale state and hyperparameters.
 
     With ``optimizer.nodeinfo`` set, only rank 0 writes; every rank then learns whether it succeeded (and raises if not).
@@ -112,7 +132,7 @@ def saveOptimizer(path: PathLike, optimizer: "Optimizer") -> None:
     _distributed_write(optimizer, lambda: _write(path, arrays, module=None, optimizer=optimizer))
 
 
-def loadOptimizer(path: PathLike, optimizer: "Optimizer", hyperparameters: str = "check") -> None:
+def loadOptimizer(path: PathLike, optimizer: "CheckpointableOptimizer", hyperparameters: str = "check") -> None:
     """Restore what :func:`saveOptimizer` or :func:`saveTraining` wrote into a set-up optimizer.
 
     Parameters
@@ -135,7 +155,7 @@ def loadOptimizer(path: PathLike, optimizer: "Optimizer", hyperparameters: str =
     _load("loadOptimizer", path, None, optimizer, hyperparameters)
 
 
-def saveTraining(path: PathLike, module: Any, optimizer: "Optimizer") -> None:
+def saveTraining(path: PathLike, module: Any, optimizer: "CheckpointableOptimizer") -> None:
     """Write a module's parameters and an optimizer's complete state to one file, atomically.
 
     Together they resume training exactly: ``N`` steps, :func:`saveTraining`, :func:`loadTraining` (in a
@@ -147,7 +167,8 @@ def saveTraining(path: PathLike, module: Any, optimizer: "Optimizer") -> None:
     _distributed_write(optimizer, lambda: _write(path, arrays, module=module, optimizer=optimizer))
 
 
-def loadTraining(path: PathLike, module: Any, optimizer: "Optimizer", hyperparameters: str = "check") -> None:
+def loadTraining(path: PathLike, module: Any, optimizer: "CheckpointableOptimizer",
+                 hyperparameters: str = "check") -> None:
     """Load what :func:`saveTraining` wrote into ``module`` and ``optimizer``; all checks come before any write.
 
     ``hyperparameters`` is as in :func:`loadOptimizer`.
@@ -191,58 +212,16 @@ def _module_arrays(owner: str, module: Any) -> dict[EntryKey, Any]:
 
 def _optimizer_arrays(owner: str, optimizer: Any) -> dict[EntryKey, Any]:
     """(section, variable, buffer) -> view of that state buffer, for every optimized variable."""
-    if not hasattr(optimizer, "buckets") or not hasattr(optimizer, "stateInit"):
-        raise TypeError(f"{owner}: optimizer must be a puzzle_rms Optimizer, got {type(optimizer).__name__}")
-    if not optimizer.buckets:
-        raise RuntimeError(f"{owner}: {type(optimizer).__name__} has no state yet; call setupOn(...) first")
+    if not all(callable(getattr(optimizer, method, None)) for method in _OPTIMIZER_METHODS):
+        raise TypeError(f"{owner}: optimizer must be a puzzle_rms Optimizer (with {', '.join(_OPTIMIZER_METHODS)}), "
+                        f"got {type(optimizer).__name__}")
     arrays: dict[EntryKey, Any] = {}
-    for bucket in optimizer.buckets:  # setupOn guarantees unique names
-        for index, name in enumerate(bucket.names):
-            for buffer, view in bucket.stateOf(index).items():
-                arrays[("optimizer", name, buffer)] = view
-            if not bucket.state:
-                arrays[("optimizer", name, None)] = None  # a stateless rule (SGD): record the name only
+    for name, views in optimizer.stateArrays().items():
+        for buffer, view in views.items():
+            arrays[("optimizer", name, buffer)] = view
+        if not views:
+            arrays[("optimizer", name, None)] = None  # a stateless rule (SGD): record the name only
     return arrays
-
-
-def _describe(value: Any, nested: bool = False) -> Any:
-    """A JSON value that identifies a hyperparameter: numbers as is, schedules and callables by type and settings."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (list, tuple)):
-        return [_describe(item, True) for item in value]
-    if isinstance(value, dict):
-        return {str(key): _describe(item, True) for key, item in value.items()}
-    if isinstance(value, DynamicLossScale):
-        return {"type": "DynamicLossScale", **{name: getattr(value, name) for name in _LOSS_SCALE_CONFIG}}
-    if isinstance(value, (types.FunctionType, types.BuiltinFunctionType, types.MethodType)):
-        return {"function": f"{getattr(value, '__module__', '?')}.{value.__qualname__}"}
-    description: dict[str, Any] = {"type": f"{type(value).__module__}.{type(value).__qualname__}"}
-    if not nested:
-        for name, item in vars(value).items() if hasattr(value, "__dict__") else ():
-            if not name.startswith("_"):
-                item = _describe(item, True)
-                if not isinstance(item, dict):
-                    description[name] = item
-    return description
-
-
-def _hyperparameters(optimizer: Any) -> dict[str, Any]:
-    """The optimizer's class, public settings and parameter groups, as JSON values."""
-    settings = {name: _describe(value) for name, value in sorted(vars(optimizer).items())
-                if not name.startswith("_") and name not in _NOT_HYPERPARAMETERS}
-    settings["class"] = type(optimizer).__qualname__
-    settings["groups"] = [
-        {"names": list(group.names), "learnRate": _describe(group.learnRate), "weightDecay": group.weightDecay,
-         "decoupledWeightDecay": group.decoupledWeightDecay, "decayFilter": _describe(group.decayFilter),
-         "extra": _describe(group.extra)}
-        for group in optimizer.groups
-    ]
-    return settings
 
 
 def _host(array: Any) -> np.ndarray:
@@ -267,10 +246,8 @@ def _write(path: str, arrays: dict[EntryKey, Any], module: Any, optimizer: Any) 
     if module is not None:
         meta["module"] = {"class": type(module).__qualname__}
     if optimizer is not None:
-        dynamic = isinstance(optimizer.lossScale, DynamicLossScale)
-        meta["optimizer"] = {"hyperparameters": _hyperparameters(optimizer), "t": int(optimizer.t),
-                             "skippedSteps": int(optimizer.skippedSteps),
-                             "lossScaleState": optimizer.lossScale.state() if dynamic else None}
+        meta["optimizer"] = {"hyperparameters": optimizer.hyperparameters(), "t": int(optimizer.t),
+                             "skippedSteps": int(optimizer.skippedSteps), "lossScaleState": optimizer.lossScaleState()}
     text = json.dumps(meta, sort_keys=True).encode("utf-8")
     _atomic_savez(path, {META_KEY: np.frombuffer(text, dtype=np.uint8), **payload})
 
@@ -396,6 +373,19 @@ def _compare_entries(expected: dict[EntryKey, Any], saved: dict[EntryKey, dict],
     return lines
 
 
+def _saved_hyperparameters(meta: dict[str, Any]) -> dict[str, Any]:
+    """The saved hyperparameters in today's shape.
+
+    Version-1 files written before parameter groups lost their never-used ``extra`` field have
+    ``"extra": {}`` in every group; it is dropped here. A non-empty ``extra`` is kept, so it shows as a mismatch.
+    """
+    saved = dict(meta["optimizer"]["hyperparameters"])
+    if isinstance(saved.get("groups"), list):
+        saved["groups"] = [{key: value for key, value in group.items() if not (key == "extra" and value == {})}
+                           if isinstance(group, dict) else group for group in saved["groups"]]
+    return saved
+
+
 def _compare_hyperparameters(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     lines = []
     for name in sorted(set(saved) | set(current)):
@@ -428,8 +418,7 @@ def _load(owner: str, path: str, module: Any, optimizer: Any, hyperparameters: s
             mismatches += _compare_entries({k: v for k, v in expected.items() if k[0] == "optimizer"},
                                            {k: e for k, e in saved.items() if k[0] == "optimizer"}, "optimizer")
             if hyperparameters == "check":
-                mismatches += _compare_hyperparameters(meta["optimizer"]["hyperparameters"],
-                                                       _hyperparameters(optimizer))
+                mismatches += _compare_hyperparameters(_saved_hyperparameters(meta), optimizer.hyperparameters())
         if mismatches:
             raise CheckpointMismatchError(path, mismatches)
         values = {}
@@ -443,27 +432,34 @@ def _load(owner: str, path: str, module: Any, optimizer: Any, hyperparameters: s
                                       f"{array.dtype}, but the metadata says {tuple(entry['shape'])} and "
                                       f"{entry['dtype']}: the file is damaged")
             values[key] = array
-    _assign(owner, values, expected, module, optimizer)
+    staged = _stage_module(owner, values, expected)
     if optimizer is not None:
-        state = meta["optimizer"]
-        optimizer.t = int(state["t"])
-        optimizer.skippedSteps = int(state["skippedSteps"])
-        if state["lossScaleState"] is not None and isinstance(optimizer.lossScale, DynamicLossScale):
-            optimizer.lossScale.loadState(state["lossScaleState"])
-
-
-def _assign(owner: str, values: dict[EntryKey, np.ndarray], targets: dict[EntryKey, Any], module: Any,
-            optimizer: Any) -> None:
-    """Copy host arrays into the targets in place: first move all to the device, then write all."""
-    moduleBackend = backends.current()
-    if module is not None:
-        for key, target in targets.items():
-            if key[0] == "module" and not moduleBackend.owns(target):
-                raise TypeError(f"{owner}: {_label(key)} is a {type(target).__name__} but the current backend is "
-                                f"{moduleBackend.name!r}; use the backend the module was built on")
-    staged = []
-    for key, host in values.items():
-        backend = moduleBackend if key[0] == "module" else optimizer.backend
-        staged.append((targets[key], backend.to_device(host)))
+        _load_optimizer_state(path, optimizer, values, expected, meta["optimizer"])
     for target, value in staged:
         target[...] = value
+
+
+def _stage_module(owner: str, values: dict[EntryKey, np.ndarray], targets: dict[EntryKey, Any]) -> list:
+    """(parameter, its new value on the current backend) for every module entry; nothing is written yet."""
+    backend = backends.current()
+    keys = [key for key in values if key[0] == "module"]
+    for key in keys:
+        if not backend.owns(targets[key]):
+            raise TypeError(f"{owner}: {_label(key)} is a {type(targets[key]).__name__} but the current backend is "
+                            f"{backend.name!r}; use the backend the module was built on")
+    return [(targets[key], backend.to_device(values[key])) for key in keys]
+
+
+def _load_optimizer_state(path: str, optimizer: Any, values: dict[EntryKey, np.ndarray],
+                          targets: dict[EntryKey, Any], saved: dict[str, Any]) -> None:
+    """Hand the arrays and counters to ``optimizer.loadState``, which checks them all before it writes."""
+    arrays: dict[str, dict[str, np.ndarray]] = {}
+    for section, name, buffer in targets:
+        if section == "optimizer":
+            buffers = arrays.setdefault(name, {})
+            if buffer is not None:
+                buffers[buffer] = values[(section, name, buffer)]
+    try:
+        optimizer.loadState(arrays, saved.get("t"), saved.get("skippedSteps"), saved.get("lossScaleState"))
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path!r}: the optimizer state in the checkpoint does not load: {error}") from error

@@ -28,8 +28,7 @@ from typing import Any, Optional
 import numpy as np
 
 from puzzle_rms import backends
-from puzzle_rms.backends.backend import Backend, Layout, hyper_vector
-from puzzle_rms.optimizers.buckets import state_dtype
+from puzzle_rms.backends.backend import Backend, Layout, hyper_vector, state_dtype
 from puzzle_rms.sparse import check_indices, coalesce_rows, rows_layout
 from puzzle_rms.validation import check_range, check_real
 

@@ -15,7 +15,7 @@ import pytest
 from rmsprop_reference import rmsprop_reference
 
 from puzzle_rms import backends
-from puzzle_rms import bench
+from puzzle_rms.bench import cases, cli, goals, runner, startup
 
 CPU_BACKENDS = [name for name in ("numpy", "numba") if backends.unavailable_reason(name) is None]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,21 +48,21 @@ def expected_weights(arrays: list[tuple[np.ndarray, np.ndarray]], steps: int, va
 
 def test_the_benchmarked_step_is_torch_rmsprop():
     """The hyperparameters every row uses are the ones the references below assume."""
-    assert (bench.LEARN_RATE, bench.FACTOR, bench.EPSILON, bench.MOMENTUM) == (1e-3, 0.9, 1e-5, 0.9)
-    assert bench.rmsprop_options("centered-momentum") == {"learnRate": 1e-3, "factor": 0.9, "epsilon": 1e-5,
+    assert (cases.LEARN_RATE, cases.FACTOR, cases.EPSILON, cases.MOMENTUM) == (1e-3, 0.9, 1e-5, 0.9)
+    assert cases.rmsprop_options("centered-momentum") == {"learnRate": 1e-3, "factor": 0.9, "epsilon": 1e-5,
                                                           "centered": True, "momentum": 0.9, "lrInMomentum": False}
 
 
-@pytest.mark.parametrize("variant", bench.VARIANTS)
+@pytest.mark.parametrize("variant", cases.VARIANTS)
 def test_timed_steps_match_a_numpy_reference(variant):
     """After timing, every optimizer the benchmark stepped (raw kernel, global, local and flat state, each backend)
     and its naive NumPy step hold the weights of as many reference RMSProp steps."""
-    case = bench.Case("5x37", variant, 5, 37)
-    result = bench.run_case(case, CPU_BACKENDS, None, repeat=2, warmup=1, minTime=0.0, naive=True, seed=4,
+    case = cases.Case("5x37", variant, 5, 37)
+    result = runner.run_case(case, CPU_BACKENDS, None, repeat=2, warmup=1, minTime=0.0, naive=True, seed=4,
                             progress=lambda text: None)
     subjects = {id(row.subject): row.subject for row in result.rows if row.subject is not None}
     assert len(subjects) == 3 * len(CPU_BACKENDS) + 1  # global, local and flat state per backend; naive NumPy
-    arrays = bench.case_arrays(case, seed=4)
+    arrays = cases.case_arrays(case, seed=4)
     for subject in subjects.values():
         assert subject.steps >= 4  # warm-up, calibration and two rounds
         got = np.concatenate(subject.weights())
@@ -70,34 +70,34 @@ def test_timed_steps_match_a_numpy_reference(variant):
 
 
 def test_case_sizes_and_bytes():
-    plain = bench.Case("16M", "plain", 1, 16 << 20)
-    centered = bench.Case("2000x100", "centered-momentum", 2000, 100)
-    half = bench.Case("fp16-16M", "plain", 1, 16 << 20, dtype="float16")
+    plain = cases.Case("16M", "plain", 1, 16 << 20)
+    centered = cases.Case("2000x100", "centered-momentum", 2000, 100)
+    half = cases.Case("fp16-16M", "plain", 1, 16 << 20, dtype="float16")
     assert (plain.params, plain.bytesPerParam) == (16 << 20, 20)  # w read+write, g read, ms read+write, 4 B each
     assert (centered.params, centered.bytesPerParam) == (200_000, 36)  # and mg, mom read+write
     assert half.bytesPerParam == 2 + 2 + 2 + 4 + 4  # float16 w and g, float32 ms
-    assert [bench.parse_size(text) for text in ("4K", "16M", "1000")] == [4096, 16 << 20, 1000]
-    assert bench.parse_shape("2000x100") == (2000, 100)
+    assert [cli.parse_size(text) for text in ("4K", "16M", "1000")] == [4096, 16 << 20, 1000]
+    assert cli.parse_shape("2000x100") == (2000, 100)
 
 
 @pytest.mark.parametrize("argv", [["--sizes", "0"], ["--tensors", "2000"], ["--backends", "fortran"],
                                   ["--variants", "nesterov"], ["--repeat", "0"]])
 def test_bad_options_are_rejected_naming_the_value(argv, capsys):
     with pytest.raises(SystemExit) as stop:
-        bench.parse_args(argv)
+        cli.parse_args(argv)
     assert stop.value.code == 2
     assert argv[1] in capsys.readouterr().err
 
 
 def test_main_writes_every_case_to_json(tmp_path):
     path = tmp_path / "bench.json"
-    status = bench.main(["--tiny", "--no-torch", "--no-startup", "--quiet", "--repeat", "2",
+    status = cli.main(["--tiny", "--no-torch", "--no-startup", "--quiet", "--repeat", "2",
                          "--backends", ",".join(CPU_BACKENDS), "--json", str(path)])
     assert status == 0
     report = json.loads(path.read_text())
     assert {"date", "cpu", "nproc", "numpy"} <= set(report["machine"])
     names = [(case["name"], case["variant"]) for case in report["cases"]]
-    plain, centered = bench.VARIANTS
+    plain, centered = cases.VARIANTS
     assert names == [("4K", plain), ("4K", centered), ("8x64", plain), ("32x16", plain), ("8x64", centered),
                      ("32x16", centered), ("fp16-4K", plain), ("fp16-4K", centered), ("embedding", plain),
                      ("embedding", centered)]
@@ -152,12 +152,48 @@ def test_command_line_prints_a_table_per_case_and_progress():
     assert "[1/1] 4K plain" in done.stderr and "round 2/2" in done.stderr
 
 
+def test_importing_the_benchmark_starts_neither_numba_nor_torch():
+    """``main`` imports torch before any backend can start Numba's threads: no module may import either first."""
+    script = ("import importlib, pkgutil, sys\n"
+              "import puzzle_rms.bench as package\n"
+              "names = [m.name for m in pkgutil.iter_modules(package.__path__) if m.name != '__main__']\n"
+              "for name in names:\n"
+              "    importlib.import_module('puzzle_rms.bench.' + name)\n"
+              "print(' '.join(names))\n"
+              "print(sorted(m for m in ('numba', 'torch', 'cupy') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    names, started = done.stdout.splitlines()
+    assert {"cli", "library_rows", "probes", "runner", "startup"} <= set(names.split())  # __main__ runs the benchmark
+    assert started == "[]"
+
+
+def test_goals_are_checked_on_the_global_state_rows_of_the_cases_that_ran():
+    """A goal is met when the row's value reaches its threshold; goals of cases or backends absent are skipped."""
+    update = {"device": "cpu", "backend": "numba", "kind": "update", "state": "global", "label": "update"}
+    ran = [{"name": "16M", "variant": "plain", "rows": [dict(update, ofProbe=0.95)],
+            "speedups": [{"backend": "numba", "row": "update", "baseline": "torch.optim.RMSprop foreach=True (cpu)",
+                          "ratio": 5.9},
+                         {"backend": "numba", "row": "update", "baseline": "naive numpy (textbook, temporaries)",
+                          "ratio": 8.5}]},
+           {"name": "2000x100", "variant": "plain", "rows": [dict(update, label="local", state="local")],
+            "speedups": []}]
+    checks = goals.goal_checks(ran)
+    assert [(c["case"], c["what"], c["value"], c["threshold"], c["met"]) for c in checks] == [
+        ("16M", "ofProbe", 0.95, 0.9, True),
+        ("16M", "torch.optim.RMSprop foreach=True (cpu)", 5.9, 6.0, False),
+        ("16M", "naive numpy (textbook, temporaries)", 8.5, 8.0, True)]
+    text = goals.format_goals(checks)
+    assert text.splitlines()[0] == "== benchmark goals =="
+    assert "  MISSED 16M plain numba update: 5.90 (goal >= 6.00) x faster than torch" in text
+
+
 @pytest.mark.skipif("numba" not in CPU_BACKENDS, reason="numba is not installed")
 def test_numba_start_up_runs_a_cold_and_a_warm_process():
-    startup = bench.numba_startup()
-    assert set(startup) == {"cold", "warm"}
-    for run in startup.values():
+    measured = startup.numba_startup()
+    assert set(measured) == {"cold", "warm"}
+    for run in measured.values():
         assert set(run["firstUpdateSeconds"]) == {"small", "large"}
         assert 0 < run["importSeconds"] < run["totalSeconds"]
         assert all(0 < seconds < run["totalSeconds"] for seconds in run["firstUpdateSeconds"].values())
-    assert "cold (empty cache, compiles)" in bench.format_startup(startup)
+    assert "cold (empty cache, compiles)" in startup.format_startup(measured)

@@ -356,6 +356,266 @@ def test_wrong_section_and_setup_errors(tmp_path):
             loadModule(tmp_path / "opt.npz", variables)
 
 
+# --- the optimizer describes its own state: stateArrays, hyperparameters, loadState ----------------
+DATA_DIR = Path(__file__).resolve().parent / "data"
+
+
+def _two_variables(seed: int, dtype: Any = np.float32) -> dict[str, Variable]:
+    gen = np.random.default_rng(seed)
+    return {"w": Variable(gen.standard_normal((3, 2)).astype(dtype), name="w"),
+            "b": Variable(gen.standard_normal(2).astype(np.float32), name="b")}
+
+
+def _trained(useGlobalState: bool, seed: int = 0, steps: int = 3) -> tuple[RMSProp, dict[str, Variable]]:
+    """A dynamic-loss-scale RMSProp with every state buffer (ms, mg, mom, master), after ``steps`` updates."""
+    variables = _two_variables(seed, np.float16)
+    optimizer = RMSProp(0.01, momentum=0.5, centered=True, masterWeights=True,
+                        lossScale=DynamicLossScale(initialScale=8.0, growthInterval=2))
+    optimizer.setupOn(variables, useGlobalState=useGlobalState)
+    gen = np.random.default_rng(seed + 1)
+    for _ in range(steps):
+        for var in variables.values():
+            var.grad[...] = backends.current().to_device(gen.standard_normal(var.shape).astype(var.dtype))
+        optimizer.update()
+    return optimizer, variables
+
+
+def _state_snapshot(optimizer: RMSProp) -> dict[str, Any]:
+    return {"arrays": {name: {buffer: host(view).copy() for buffer, view in views.items()}
+                       for name, views in optimizer.stateArrays().items()},
+            "t": optimizer.t, "skippedSteps": optimizer.skippedSteps, "lossScale": optimizer.lossScaleState()}
+
+
+def _assert_same_state(actual: dict[str, Any], expected: dict[str, Any]) -> None:
+    assert (actual["t"], actual["skippedSteps"], actual["lossScale"]) == \
+        (expected["t"], expected["skippedSteps"], expected["lossScale"])
+    assert {n: sorted(b) for n, b in actual["arrays"].items()} == {n: sorted(b) for n, b in expected["arrays"].items()}
+    for name, buffers in expected["arrays"].items():
+        for buffer, array in buffers.items():
+            got = actual["arrays"][name][buffer]
+            assert got.dtype == array.dtype and got.tobytes() == array.tobytes(), (name, buffer)
+
+
+@pytest.mark.parametrize("useGlobalState", [True, False])
+def test_state_arrays_are_named_views_of_every_buffer(backend_name, useGlobalState):
+    optimizer, variables = _trained(useGlobalState)
+    arrays = optimizer.stateArrays()
+    assert list(arrays) == ["w", "b"]
+    assert sorted(arrays["w"]) == ["master", "mg", "mom", "ms"] and sorted(arrays["b"]) == ["mg", "mom", "ms"]
+    for name, views in arrays.items():
+        for buffer, view in views.items():
+            assert view.shape == variables[name].shape and view.dtype == np.float32, (name, buffer)
+    arrays["w"]["ms"][...] = 0.25  # a view: writing through it is writing the optimizer's state
+    assert (host(optimizer.stateOf("w")["ms"]) == 0.25).all()
+    sgd = SGD(0.1)
+    sgd.setupOn(_two_variables(0))
+    assert sgd.stateArrays() == {"w": {}, "b": {}}
+    with pytest.raises(RuntimeError, match=r"RMSProp: call setupOn\(module\) before stateArrays\(\)"):
+        RMSProp().stateArrays()
+
+
+def test_hyperparameters_are_only_the_declared_ones():
+    optimizer = RMSProp(0.1, factor=0.8, momentum=0.5, lossScale=DynamicLossScale(initialScale=4.0))
+    described = optimizer.hyperparameters()
+    assert set(described) == set(RMSProp.HYPERPARAMETERS) | {"class", "groups"}
+    assert described["factor"] == 0.8 and described["momentum"] == 0.5 and described["groups"] == []
+    assert described["lossScale"] == {"type": "DynamicLossScale", "growthFactor": 2.0, "backoffFactor": 0.5,
+                                      "growthInterval": 2000, "minScale": 1.0}
+    optimizer.someNewAttribute = 5  # a new attribute is not silently part of the file format
+    optimizer.lossScale.record(False)  # nor is run-time state
+    optimizer.t, optimizer.skippedSteps = 9, 4
+    assert optimizer.hyperparameters() == described
+    assert RMSProp(0.1, factor=0.8, momentum=0.5, lossScale=DynamicLossScale(initialScale=4.0),
+                   nonFinite="skip").hyperparameters() == described  # the failure policy is not a hyperparameter
+    assert set(SGD(0.1).hyperparameters()) == {"class", "groups", "learnRate", "lossScale", "clipNorm",
+                                                "globalClipNorm", "sparseUpdate"}
+
+
+def _no_decay(name: str) -> bool:
+    return name != "b"
+
+
+# every RMSProp argument but nodeinfo (wiring) and nonFinite (policy), with a value other than the default
+CHANGED_ARGUMENTS = {
+    "learnRate": 0.5, "factor": 0.5, "epsilon": 1e-3, "epsInSqrt": True, "momentum": 0.7, "lrInMomentum": False,
+    "nesterov": True, "centered": True, "initialMeanSquare": 1.0, "biasCorrection": True, "weightDecay": 0.1,
+    "decoupledWeightDecay": 0.1, "decayFilter": _no_decay, "wdBeforeClip": False, "clipValue": 1.0,
+    "clipWeights": 1.0, "maximize": True, "masterWeights": True, "lossScale": 8.0, "clipNorm": 1.0,
+    "globalClipNorm": 1.0, "sparseUpdate": "lazy",
+}
+
+
+def test_every_constructor_argument_is_a_declared_hyperparameter():
+    """A new RMSProp argument fails here until it is declared in HYPERPARAMETERS (or named as not one)."""
+    import inspect
+
+    arguments = set(inspect.signature(RMSProp.__init__).parameters) - {"self", "nodeinfo", "nonFinite"}
+    assert arguments == set(CHANGED_ARGUMENTS)
+    base = RMSProp(momentum=0.5).hyperparameters()
+    for name, value in CHANGED_ARGUMENTS.items():
+        assert RMSProp(**{"momentum": 0.5, name: value}).hyperparameters() != base, name
+
+
+@pytest.mark.parametrize("useGlobalState", [True, False])
+def test_load_state_restores_arrays_and_counters(backend_name, useGlobalState):
+    source, _ = _trained(True, seed=0, steps=4)
+    expected = _state_snapshot(source)
+    # 4 good steps: the scale 8 doubled after the 2nd and the 4th
+    assert expected["t"] == 4 and expected["lossScale"] == {"scale": 32.0, "goodSteps": 0}
+    target, _ = _trained(useGlobalState, seed=5, steps=1)
+    target.loadState(expected["arrays"], expected["t"], expected["skippedSteps"], expected["lossScale"])
+    _assert_same_state(_state_snapshot(target), expected)
+
+
+def _bad_loads(good: dict[str, Any]) -> list[tuple[str, dict[str, Any], type, str]]:
+    """(case, loadState arguments, exception, message pattern): each one bad in exactly one way."""
+    def arrays(edit: Any) -> dict[str, dict[str, np.ndarray]]:
+        copy = {name: dict(buffers) for name, buffers in good["arrays"].items()}
+        edit(copy)
+        return copy
+
+    def args(**changes: Any) -> dict[str, Any]:
+        return {"arrays": good["arrays"], "t": good["t"], "skippedSteps": good["skippedSteps"],
+                "lossScaleState": good["lossScale"], **changes}
+
+    def reshaped(copy): copy["b"]["mom"] = np.zeros((2, 1), np.float32)  # noqa: E704
+    def recast(copy): copy["w"]["master"] = copy["w"]["master"].astype(np.float64)  # noqa: E704
+    def unknown(copy): copy["extra"] = {}  # noqa: E704
+    def missing(copy): del copy["w"]  # noqa: E704
+    def noBuffer(copy): del copy["b"]["mg"]  # noqa: E704
+    def newBuffer(copy): copy["b"]["velocity"] = np.zeros(2, np.float32)  # noqa: E704
+    def onDevice(copy): copy["b"]["ms"] = copy["b"]["ms"].tolist()  # noqa: E704
+
+    return [
+        ("negative t", args(t=-1), ValueError, r"RMSProp\.loadState: t must be an integer >= 0, got -1"),
+        ("fractional t", args(t=2.5), TypeError, r"t must be an integer, got 2\.5"),
+        ("boolean t", args(t=True), TypeError, r"t must be an integer, got True"),
+        ("negative skippedSteps", args(skippedSteps=-2), ValueError, r"skippedSteps must be an integer >= 0"),
+        ("zero scale", args(lossScaleState={"scale": 0.0, "goodSteps": 1}), ValueError, r"'scale' must be in \(0"),
+        ("NaN scale", args(lossScaleState={"scale": float("nan"), "goodSteps": 1}), ValueError, "must be finite"),
+        ("infinite scale", args(lossScaleState={"scale": float("inf"), "goodSteps": 1}), ValueError, "must be finite"),
+        ("negative goodSteps", args(lossScaleState={"scale": 2.0, "goodSteps": -1}), ValueError,
+         r"'goodSteps' must be an integer >= 0"),
+        ("loss-scale keys", args(lossScaleState={"scale": 2.0}), TypeError, r"keys 'scale' and 'goodSteps'"),
+        ("shape", args(arrays=arrays(reshaped)), ValueError, r"state 'mom' of 'b': shape \(2, 1\), expected \(2,\)"),
+        ("dtype", args(arrays=arrays(recast)), ValueError, r"state 'master' of 'w': dtype float64, expected float32"),
+        ("unknown variable", args(arrays=arrays(unknown)), ValueError, r"variable 'extra': not optimized"),
+        ("missing variable", args(arrays=arrays(missing)), ValueError, r"variable 'w': missing"),
+        ("missing buffer", args(arrays=arrays(noBuffer)), ValueError, r"state 'mg' of 'b': missing"),
+        ("unknown buffer", args(arrays=arrays(newBuffer)), ValueError, r"state 'velocity' of 'b': not a buffer"),
+        ("not an array", args(arrays=arrays(onDevice)), TypeError, r"state 'ms' of 'b' must be a numpy array"),
+        ("not a mapping", args(arrays=[1, 2]), TypeError, r"arrays must be a mapping"),
+    ]
+
+
+@pytest.mark.parametrize("useGlobalState", [True, False])
+def test_load_state_rejects_bad_input_and_changes_nothing(backend_name, useGlobalState):
+    source, _ = _trained(True, seed=0, steps=4)
+    good = _state_snapshot(source)
+    target, variables = _trained(useGlobalState, seed=5, steps=1)
+    before = _state_snapshot(target)
+    weights = {name: host(var.data).copy() for name, var in variables.items()}
+    for case, arguments, error, pattern in _bad_loads(good):
+        with pytest.raises(error, match=pattern):
+            target.loadState(**arguments)
+        _assert_same_state(_state_snapshot(target), before)  # not even the arrays that did fit were written
+        assert all(host(var.data).tobytes() == weights[name].tobytes() for name, var in variables.items()), case
+    target.loadState(good["arrays"], good["t"], good["skippedSteps"], good["lossScale"])  # still loads after all that
+    _assert_same_state(_state_snapshot(target), good)
+
+
+def test_load_state_lists_every_mismatch_at_once():
+    with using("numpy"):
+        target, _ = _trained(True)
+        arrays = _state_snapshot(target)["arrays"]
+        arrays["w"]["ms"] = np.zeros((2, 3), np.float32)
+        arrays["b"]["mom"] = np.zeros(2, np.float16)
+        del arrays["b"]["mg"]
+        with pytest.raises(ValueError, match=r"\(3 mismatches\); nothing was loaded") as info:
+            target.loadState(arrays, 1, 0)
+    message = str(info.value)
+    for line in ["state 'ms' of 'w': shape (2, 3), expected (3, 2)", "state 'mg' of 'b': missing",
+                 "state 'mom' of 'b': dtype float16, expected float32"]:
+        assert line in message
+
+
+def test_dynamic_loss_scale_load_state_is_validated():
+    scale = DynamicLossScale(initialScale=4.0)
+    with pytest.raises(ValueError, match=r"DynamicLossScale\.loadState: loss-scale state 'scale' must be in \(0"):
+        scale.loadState({"scale": -1.0, "goodSteps": 0})
+    assert scale.state() == {"scale": 4.0, "goodSteps": 0}
+    scale.loadState({"scale": 2.0, "goodSteps": 3})
+    assert scale.state() == {"scale": 2.0, "goodSteps": 3}
+
+
+def _rewrite_meta(path: Path, edit: Any) -> None:
+    """Rewrite the archive at ``path`` with the same arrays and edited metadata (a damaged or hand-made file)."""
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {key: archive[key] for key in archive.files if key != "__meta__"}
+        meta = json.loads(archive["__meta__"].tobytes())
+    edit(meta)
+    _meta_archive(path, meta, **arrays)
+
+
+@pytest.mark.parametrize("field,value,pattern", [("t", -3, r"t must be an integer >= 0, got -3"),
+                                                 ("t", None, r"t must be an integer, got None"),
+                                                 ("skippedSteps", 1.5, r"skippedSteps must be an integer"),
+                                                 ("lossScaleState", {"scale": 0, "goodSteps": 0}, r"'scale' must")])
+def test_a_checkpoint_with_bad_counters_loads_nothing(tmp_path, field, value, pattern):
+    with using("numpy"):
+        saved, variables = _trained(True)
+        saveTraining(tmp_path / "run.npz", variables, saved)
+        _rewrite_meta(tmp_path / "run.npz", lambda meta: meta["optimizer"].__setitem__(field, value))
+        target, targetVariables = _trained(False, seed=5, steps=1)
+        before = _state_snapshot(target)
+        weights = {name: host(var.data).copy() for name, var in targetVariables.items()}
+        with pytest.raises(CheckpointError, match=r"the optimizer state in the checkpoint does not load.*" + pattern):
+            loadTraining(tmp_path / "run.npz", targetVariables, target)
+        _assert_same_state(_state_snapshot(target), before)
+        assert all(host(var.data).tobytes() == weights[name].tobytes() for name, var in targetVariables.items())
+
+
+def test_checkpoints_written_before_the_groups_lost_extra_still_load():
+    """tests/data/checkpoint_v1*.npz were written by puzzle_rms at commit 6d2d51f (format version 1, with the
+    never-used ``"extra": {}`` in every parameter group); they load with the hyperparameters checked."""
+    with using("numpy"):
+        variables = _two_variables(9)
+        optimizer = RMSProp(ExponentialDecay(0.02, 0.5, 6), factor=0.8, epsilon=1e-3, epsInSqrt=True, momentum=0.7,
+                            centered=True, biasCorrection=True, weightDecay=1e-3,
+                            lossScale=DynamicLossScale(initialScale=64.0, growthInterval=3), clipNorm=5.0)
+        optimizer.setupOn([{"params": {"w": variables["w"]}},
+                           {"params": {"b": variables["b"]}, "learnRate": 0.01, "weightDecay": 0.0}])
+        loadTraining(DATA_DIR / "checkpoint_v1.npz", variables, optimizer)
+        with np.load(DATA_DIR / "checkpoint_v1.npz", allow_pickle=False) as archive:
+            meta = json.loads(archive["__meta__"].tobytes())
+            assert all(group["extra"] == {} for group in meta["optimizer"]["hyperparameters"]["groups"])
+            for name, var in variables.items():
+                assert host(var.data).tobytes() == archive[f"param:{name}"].tobytes()
+                for buffer, view in optimizer.stateOf(name).items():
+                    assert host(view).tobytes() == archive[f"state:{name}:{buffer}"].tobytes()
+        assert (optimizer.t, optimizer.skippedSteps) == (3, 1)
+        assert optimizer.lossScaleState() == {"scale": 32.0, "goodSteps": 2}
+
+        sgd = SGD([0.1, 0.05], clipNorm=2.0)
+        sgd.setupOn({"v": Variable(np.zeros(4), name="v")})
+        sgd.load(DATA_DIR / "checkpoint_v1_sgd.npz")
+        assert sgd.t == 3 and sgd.stateArrays() == {"v": {}}
+
+
+def test_a_non_empty_group_extra_is_a_listed_mismatch(tmp_path):
+    path = tmp_path / "sgd.npz"
+    path.write_bytes((DATA_DIR / "checkpoint_v1_sgd.npz").read_bytes())
+    _rewrite_meta(path, lambda meta: meta["optimizer"]["hyperparameters"]["groups"][0].__setitem__("extra", {"k": 1}))
+    with using("numpy"):
+        sgd = SGD([0.1, 0.05], clipNorm=2.0)
+        sgd.setupOn({"v": Variable(np.zeros(4), name="v")})
+        with pytest.raises(CheckpointMismatchError, match=r"hyperparameter groups: .*\"extra\": \{\"k\": 1\}"):
+            sgd.load(path)
+        assert sgd.t == 0
+        sgd.load(path, hyperparameters="keep")
+        assert sgd.t == 3
+
+
 # --- files that are not (good) checkpoints -------------------------------------------------------
 def _meta_archive(path: Path, meta: dict, **arrays: np.ndarray) -> None:
     np.savez(path, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)

@@ -7,12 +7,13 @@ Variable is its own bucket over its own arrays. Either way a kernel sees flat
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
 from puzzle_rms.backends import Backend
+from puzzle_rms.backends.backend import state_dtype
 from puzzle_rms.sparse import RowSparseVariable, rows_layout
 from puzzle_rms.variable import Variable, learn_rate_version
 
@@ -27,12 +28,6 @@ class ParamGroup:
     weightDecay: Optional[float] = None
     decoupledWeightDecay: Optional[float] = None
     decayFilter: Optional[Callable[[str], bool]] = None
-    extra: dict = field(default_factory=dict)
-
-
-def state_dtype(paramDtype: np.dtype) -> np.dtype:
-    """Optimizer state is float32 for float16 parameters, else the parameter dtype."""
-    return np.dtype(np.float32) if paramDtype == np.float16 else np.dtype(paramDtype)
 
 
 class Bucket:

@@ -1,6 +1,8 @@
 """Dynamic loss scaling for mixed precision: skip overflowing steps, lower the scale, raise it again later."""
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 from puzzle_rms.validation import check_int, check_range
 
 
@@ -45,9 +47,28 @@ class DynamicLossScale:
             self.scale = max(self.scale * self.backoffFactor, self.minScale)
             self.goodSteps = 0
 
-    def state(self) -> dict:
-        """What a checkpoint must keep to resume the scaler exactly."""
+    def settings(self) -> dict[str, Any]:
+        """The configuration (everything but the current scale and step count), as JSON values."""
+        return {"growthFactor": self.growthFactor, "backoffFactor": self.backoffFactor,
+                "growthInterval": self.growthInterval, "minScale": self.minScale}
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint must keep to resume the scaler exactly: ``{"scale": float, "goodSteps": int}``."""
         return {"scale": self.scale, "goodSteps": self.goodSteps}
 
-    def loadState(self, state: dict) -> None:
-        self.scale, self.goodSteps = float(state["scale"]), int(state["goodSteps"])
+    def loadState(self, state: Any) -> None:
+        """Restore what :meth:`state` returned; it is validated (:func:`check_loss_scale_state`) before any change."""
+        state = check_loss_scale_state("DynamicLossScale.loadState", state)
+        self.scale, self.goodSteps = state["scale"], state["goodSteps"]
+
+
+def check_loss_scale_state(owner: str, state: Any) -> dict[str, Any]:
+    """``state`` as ``{"scale": float, "goodSteps": int}``: exactly those keys, scale finite and > 0, goodSteps >= 0.
+
+    Raises TypeError or ValueError naming ``owner`` and the bad entry.
+    """
+    if not isinstance(state, Mapping) or set(state) != {"scale", "goodSteps"}:
+        raise TypeError(f"{owner}: the loss-scale state must be a mapping with the keys 'scale' and 'goodSteps', "
+                        f"got {state!r}")
+    return {"scale": check_range(owner, "loss-scale state 'scale'", state["scale"], 0.0, lowOpen=True),
+            "goodSteps": check_int(owner, "loss-scale state 'goodSteps'", state["goodSteps"], 0)}

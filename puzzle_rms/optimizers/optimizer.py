@@ -3,8 +3,13 @@
 The base class owns what every rule shares: parameter groups, flat global
 state, learning-rate schedules, loss scaling, gradient-norm clipping, the
 non-finite gradient check and data-parallel gradient averaging. A subclass
-names its state buffers (:meth:`stateInit`) and runs its fused kernel on one
-bucket (:meth:`step`).
+names its state buffers (:meth:`stateInit`), its hyperparameters
+(:attr:`Optimizer.HYPERPARAMETERS`) and runs its fused kernel on one bucket
+(:meth:`step`).
+
+The optimizer describes its own state: :meth:`stateArrays`, the counters ``t``
+and ``skippedSteps``, :meth:`lossScaleState` and :meth:`hyperparameters` are
+what a checkpoint writes, and :meth:`loadState` takes them back, validated.
 
 Per update, the host work is scalar or per group, never per element: one
 ``segment_sumsq`` reduction pass per bucket when the check or clipping needs
@@ -13,16 +18,18 @@ it, then one kernel call per bucket (one per dtype with global state).
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Iterable, Mapping, Optional, Union
 
 import numpy as np
 
 from puzzle_rms import backends
+from puzzle_rms.checkpoint import loadOptimizer, saveOptimizer
 from puzzle_rms.optimizers.buckets import Bucket, ParamGroup
-from puzzle_rms.optimizers.loss_scale import DynamicLossScale
+from puzzle_rms.optimizers.describe import describe
+from puzzle_rms.optimizers.loss_scale import DynamicLossScale, check_loss_scale_state
 from puzzle_rms.optimizers.schedules import learn_rate_at, validate_learn_rate
 from puzzle_rms.sparse import RowSparseVariable
-from puzzle_rms.validation import check_bool, check_choice, check_optional_positive, check_range
+from puzzle_rms.validation import check_bool, check_choice, check_int, check_optional_positive, check_range
 from puzzle_rms.variable import Variable
 
 
@@ -52,6 +59,45 @@ def _named_variables(target: Any, owner: str) -> list[tuple[str, Variable]]:
             raise TypeError(f"{owner}.setupOn: {name!r} is a {type(var).__name__}, expected a Variable")
     return items
 
+def _match_state(owner: str, views: dict[str, dict[str, Any]], arrays: Any) -> list[tuple[Any, np.ndarray]]:
+    """(state view, host array) for every buffer, once ``arrays`` fits ``views`` exactly in names, shapes, dtypes.
+
+    Raises TypeError for a value that is not a mapping or a NumPy array, and ValueError listing every name,
+    buffer, shape and dtype that differs.
+    """
+    if not isinstance(arrays, Mapping):
+        raise TypeError(f"{owner}: arrays must be a mapping name -> buffer -> numpy array, got {type(arrays).__name__}")
+    mismatches = [f"variable {name!r}: not optimized by this optimizer" for name in arrays if name not in views]
+    pairs = []
+    for name, buffers in views.items():
+        if name not in arrays:
+            mismatches.append(f"variable {name!r}: missing (its buffers: {sorted(buffers)})")
+            continue
+        given = arrays[name]
+        if not isinstance(given, Mapping):
+            raise TypeError(f"{owner}: arrays[{name!r}] must be a mapping buffer -> numpy array, got "
+                            f"{type(given).__name__}")
+        mismatches += [f"state {buffer!r} of {name!r}: not a buffer of this optimizer (its buffers: "
+                       f"{sorted(buffers)})" for buffer in given if buffer not in buffers]
+        for buffer, view in buffers.items():
+            array = given.get(buffer)
+            if array is None:
+                mismatches.append(f"state {buffer!r} of {name!r}: missing")
+            elif not isinstance(array, np.ndarray):
+                raise TypeError(f"{owner}: state {buffer!r} of {name!r} must be a numpy array (host), got "
+                                f"{type(array).__name__}")
+            elif array.shape != tuple(view.shape):
+                mismatches.append(f"state {buffer!r} of {name!r}: shape {array.shape}, expected {tuple(view.shape)}")
+            elif array.dtype != view.dtype:
+                mismatches.append(f"state {buffer!r} of {name!r}: dtype {array.dtype}, expected {view.dtype}")
+            else:
+                pairs.append((view, array))
+    if mismatches:
+        lines = "\n".join(f"  - {line}" for line in mismatches)
+        raise ValueError(f"{owner}: the arrays do not fit this optimizer's state ({len(mismatches)} mismatches); "
+                         f"nothing was loaded:\n{lines}")
+    return pairs
+
 
 class Optimizer:
     """Base of all optimizers (PuzzleLib's ``Optimizer``).
@@ -79,7 +125,18 @@ class Optimizer:
         numbers as a dense gradient; Keras 3); "lazy" updates only the listed rows and their state, in
         one extra kernel call over those rows (TF1 and MindSpore sparse ops). Norm clipping and the
         finiteness check see the rows either way.
+
+    Attributes
+    ----------
+    HYPERPARAMETERS : tuple of str
+        The attributes that configure the update, described by :meth:`hyperparameters` (and compared
+        when a checkpoint is loaded). A subclass extends the tuple with its own. Run-time state
+        (``t``, ``skippedSteps``, the buffers), wiring (``nodeinfo``, ``backend``, ``useGlobalState``) and
+        the failure policy ``nonFinite`` are not hyperparameters: a run stopped on a NaN may resume with
+        ``nonFinite="skip"``.
     """
+
+    HYPERPARAMETERS: tuple[str, ...] = ("learnRate", "lossScale", "clipNorm", "globalClipNorm", "sparseUpdate")
 
     def __init__(self, learnRate: Any = 1e-3, nodeinfo: Any = None, lossScale: Union[float, DynamicLossScale] = 1.0,
                  clipNorm: Optional[float] = None, globalClipNorm: Optional[float] = None,
@@ -235,7 +292,7 @@ class Optimizer:
 
     def zeroGradParams(self) -> None:
         """Set every gradient to zero (modules accumulate into them)."""
-        self._require_setup()
+        self._require_setup("zeroGradParams")
         for bucket in self.buckets:
             bucket.zeroGrads()
 
@@ -266,7 +323,7 @@ class Optimizer:
         ``nonFinite="skip"`` or a dynamic loss scale). Raises NonFiniteGradientError (``nonFinite="raise"``)
         before anything is modified.
         """
-        self._require_setup()
+        self._require_setup("update")
         for bucket in self.buckets:
             if not bucket.flat:
                 self._check_local_grad(bucket)
@@ -337,25 +394,97 @@ class Optimizer:
                              f"{tuple(var.grad.shape)} and dtype {var.grad.dtype}; expected shape "
                              f"{tuple(var.data.shape)} and dtype {var.data.dtype}")
 
-    # --- checkpoints ----------------------------------------------------------------------------
+    # --- what a checkpoint holds -----------------------------------------------------------------
+    def stateArrays(self) -> dict[str, dict[str, Any]]:
+        """Name -> buffer -> view of the state of every optimized variable: what a checkpoint saves.
+
+        Buffers are the rule's (:meth:`stateInit`: ``ms``, ``mg``, ``mom`` for RMSProp) plus ``master`` (float32
+        master weights of float16 parameters). Each view has its Variable's shape, lives on :attr:`backend` and
+        shares memory with the optimizer, in either state mode. A stateless rule (SGD) maps each name to ``{}``.
+        Names come in bucket order.
+        """
+        self._require_setup("stateArrays")
+        return {name: bucket.stateOf(index) for bucket in self.buckets for index, name in enumerate(bucket.names)}
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """An explicit JSON description of everything that configures the updates.
+
+        ``{"class": <class name>, "groups": [...], <name>: <value> for each name in HYPERPARAMETERS}``; each
+        parameter group is ``{"names", "learnRate" (None: the optimizer's), "weightDecay",
+        "decoupledWeightDecay", "decayFilter"}``. Values are described by
+        :func:`~puzzle_rms.optimizers.describe.describe`: numbers as they are, a schedule by its type and
+        settings, a DynamicLossScale by its settings, a function by its qualified name. A checkpoint stores
+        it and compares it on load. Attributes not named in ``HYPERPARAMETERS`` never appear.
+        """
+        settings = {name: describe(getattr(self, name)) for name in self.HYPERPARAMETERS}
+        settings["class"] = type(self).__qualname__
+        settings["groups"] = [
+            {"names": list(group.names), "learnRate": describe(group.learnRate), "weightDecay": group.weightDecay,
+             "decoupledWeightDecay": group.decoupledWeightDecay, "decayFilter": describe(group.decayFilter)}
+            for group in self.groups
+        ]
+        return settings
+
+    def lossScaleState(self) -> Optional[dict[str, Any]]:
+        """The dynamic loss scale's ``{"scale", "goodSteps"}``, or None when the loss scale is a fixed number."""
+        return self.lossScale.state() if isinstance(self.lossScale, DynamicLossScale) else None
+
+    def loadState(self, arrays: Mapping[str, Mapping[str, np.ndarray]], t: int, skippedSteps: int,
+                  lossScaleState: Optional[Mapping[str, Any]] = None) -> None:
+        """Restore the state that :meth:`stateArrays`, ``t``, ``skippedSteps`` and :meth:`lossScaleState` held.
+
+        Everything is validated before anything is modified; on any error parameters and state are untouched.
+
+        Parameters
+        ----------
+        arrays : mapping name -> buffer -> numpy.ndarray
+            Host arrays with exactly the names, buffers, shapes and dtypes of :meth:`stateArrays` (``{}`` for
+            each variable of a stateless rule), copied into the state buffers.
+        t : int
+            Updates applied so far, an integer >= 0 (schedules and bias correction read it).
+        skippedSteps : int
+            Updates skipped for non-finite gradients, an integer >= 0.
+        lossScaleState : dict, optional
+            ``{"scale": finite float > 0, "goodSteps": int >= 0}``, loaded into a DynamicLossScale. None keeps
+            the scaler's current state; with a fixed loss scale it is checked and not used.
+
+        Raises
+        ------
+        RuntimeError
+            :meth:`setupOn` was not called.
+        TypeError
+            ``arrays`` is not a mapping of mappings of numpy arrays, or a counter is not an integer.
+        ValueError
+            A name, buffer, shape or dtype differs (every difference is listed), or a counter or the
+            loss-scale state is out of range.
+        """
+        owner = f"{type(self).__name__}.loadState"
+        pairs = _match_state(owner, self.stateArrays(), arrays)
+        t = check_int(owner, "t", t, 0)
+        skippedSteps = check_int(owner, "skippedSteps", skippedSteps, 0)
+        if lossScaleState is not None:
+            lossScaleState = check_loss_scale_state(owner, lossScaleState)
+        staged = [(view, self.backend.to_device(array)) for view, array in pairs]  # all moved before any write
+        for view, value in staged:
+            view[...] = value
+        self.t, self.skippedSteps = t, skippedSteps
+        if lossScaleState is not None and isinstance(self.lossScale, DynamicLossScale):
+            self.lossScale.loadState(lossScaleState)
+
     def save(self, path: str) -> None:
         """Write the state buffers, step counter, loss-scale state and hyperparameters to ``path`` (.npz, atomic).
 
         See :func:`puzzle_rms.checkpoint.saveOptimizer`; :func:`puzzle_rms.checkpoint.saveTraining` saves a
         module together with its optimizer.
         """
-        from puzzle_rms.checkpoint import saveOptimizer  # deferred: checkpoint imports this package
-
         saveOptimizer(path, self)
 
     def load(self, path: str, hyperparameters: str = "check") -> None:
         """Restore what :meth:`save` wrote; ``hyperparameters`` is "check" (must match) or "keep" (use this
         optimizer's). Every name, shape and dtype is checked before anything is modified.
         See :func:`puzzle_rms.checkpoint.loadOptimizer`."""
-        from puzzle_rms.checkpoint import loadOptimizer  # deferred: checkpoint imports this package
-
         loadOptimizer(path, self, hyperparameters)
 
-    def _require_setup(self) -> None:
+    def _require_setup(self, method: str) -> None:
         if not self.buckets:
-            raise RuntimeError(f"{type(self).__name__}: call setupOn(module) before zeroGradParams() or update()")
+            raise RuntimeError(f"{type(self).__name__}: call setupOn(module) before {method}()")

@@ -76,6 +76,12 @@ class RMSProp(Optimizer):
         See :class:`Optimizer`.
     """
 
+    HYPERPARAMETERS = Optimizer.HYPERPARAMETERS + (
+        "factor", "epsilon", "epsInSqrt", "momentum", "lrInMomentum", "nesterov", "centered", "initialMeanSquare",
+        "biasCorrection", "weightDecay", "decoupledWeightDecay", "decayFilter", "wdBeforeClip", "clipValue",
+        "clipWeights", "maximize", "useMasterWeights",
+    )
+
     def __init__(self, learnRate: Any = 1e-3, factor: float = 0.9, epsilon: float = 1e-5, nodeinfo: Any = None,
                  *, epsInSqrt: bool = False, momentum: float = 0.0, lrInMomentum: bool = True,
                  nesterov: bool = False, centered: bool = False, initialMeanSquare: float = 0.0,

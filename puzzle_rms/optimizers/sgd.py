@@ -14,6 +14,8 @@ class SGD(Optimizer):
     Takes every argument of :class:`Optimizer` (schedules, groups, loss scale, norm clipping, non-finite check).
     """
 
+    HYPERPARAMETERS = Optimizer.HYPERPARAMETERS  # SGD adds none of its own
+
     def step(self, bucket: Bucket, segParams: Any, gradScale: float) -> None:
         weights = bucket.state["master"] if "master" in bucket.state else bucket.weights()
         self.backend.sgd_update(weights, bucket.grads(), bucket.layout, segParams, hyper_vector(gradScale=gradScale))

@@ -1,0 +1,52 @@
+"""The project's benchmark goals, and which of them a run met.
+
+Each goal is a ratio that the global-state ``RMSProp.update()`` should reach on one case: a fraction of
+the same-run probe (or device copy), or a speed-up over a baseline row. Only cases that ran are checked.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+# (device, case, backend, what, threshold): ``what`` is "ofProbe" or "ofCopy" (that fraction of the same-run
+# ceiling), "flat" (flat-tensor time / this time) or a baseline row's label (baseline time / this time).
+GOALS = (
+    ("cpu", "16M", "numba", "ofProbe", 0.9),
+    ("cpu", "16M", "numba", "torch.optim.RMSprop foreach=True (cpu)", 6.0),
+    ("cpu", "16M", "numba", "naive numpy (textbook, temporaries)", 8.0),
+    ("cpu", "2000x100", "numba", "torch.optim.RMSprop foreach=True (cpu)", 100.0),
+    ("cpu", "2000x100", "numba", "flat", 1 / 1.5),
+    ("cpu", "16M", "numpy", "naive numpy (textbook, temporaries)", 2.0),
+    ("gpu", "64M", "cupy", "ofCopy", 0.9),
+    ("gpu", "2000x100", "cupy", "torch.optim.RMSprop foreach=True (cuda)", 10.0),
+)
+
+
+def goal_checks(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each goal against the global-state update rows (nonFinite ignore and raise) of the cases that ran."""
+    checks = []
+    for device, name, backend, what, threshold in GOALS:
+        for case in (c for c in cases if c["name"] == name):
+            for r in (r for r in case["rows"] if r["device"] == device and r["backend"] == backend
+                      and r["kind"] == "update" and r["state"] == "global"):
+                if what in ("ofProbe", "ofCopy"):
+                    value = r[what]
+                else:
+                    found = [s["ratio"] for s in case["speedups"] if s["row"] == r["label"] and s["backend"] == backend
+                             and (s["baseline"] == what or (what == "flat" and "flat tensor" in s["baseline"]))]
+                    value = found[0] if found else None
+                if value is not None:
+                    checks.append({"case": name, "variant": case["variant"], "backend": backend, "row": r["label"],
+                                   "what": what, "threshold": threshold, "value": value, "met": value >= threshold})
+    return checks
+
+
+def format_goals(checks: list[dict[str, Any]]) -> str:
+    """One line per check of :func:`goal_checks`: met or MISSED, the value and the goal."""
+    lines = ["== benchmark goals =="]
+    for c in checks:
+        what = {"ofProbe": "of the same-run probe", "ofCopy": "of the same-run device copy",
+                "flat": "flat-tensor time / this time (within 1.5x means >= 0.67)"}.get(c["what"],
+                                                                                      f"x faster than {c['what']}")
+        lines.append(f"  {'met   ' if c['met'] else 'MISSED'} {c['case']} {c['variant']} {c['backend']} {c['row']}: "
+                     f"{c['value']:.2f} (goal >= {c['threshold']:.2f}) {what}")
+    return "\n".join(lines)
