@@ -9,7 +9,7 @@ follows a cosine decay from 0.005 down to 5% of that over the run.
 
 Run ``python examples/regression.py [--backend numba] [--epochs 30] [--seed 0]``.
 
-Data-parallel: ``mpiexec -n 2 python examples/regression.py --distributed [...]``
+Data-parallel: ``mpiexec -n 2 python -m mpi4py examples/regression.py --distributed [...]``
 trains on every rank of the MPI world. Each rank holds a replica of the network,
 computes gradients on ``64 / P`` rows of every minibatch
 (:func:`puzzle_rms.data.shardBatch`), and ``RMSProp(nodeinfo=NodeInfo())``
@@ -171,6 +171,6 @@ def main(args: argparse.Namespace) -> dict:
 if __name__ == "__main__":
     distributed = argparse.ArgumentParser(add_help=False)
     distributed.add_argument("--distributed", action="store_true",
-                             help="train on every rank of the MPI world (start with mpiexec -n P)")
+                             help="train on every rank of the MPI world (start with mpiexec -n P python -m mpi4py ...)")
     sys.exit(run(main, parse_args(__doc__.splitlines()[0], epochs=30, plotName="regression_loss.png",
                                   parents=[distributed])))

@@ -17,6 +17,7 @@ it, then one kernel call per bucket (one per dtype with global state).
 """
 from __future__ import annotations
 
+import json
 import math
 from typing import Any, Iterable, Mapping, Optional, Union
 
@@ -259,7 +260,8 @@ class Optimizer:
         """What must be equal on every rank of a data-parallel run: backend, variables, hyperparameters."""
         variables = {name: f"position {i}, shape {tuple(var.shape)}, {np.dtype(var.dtype)}"
                      for i, (name, var) in enumerate((n, v) for g in groups for n, v in zip(g.names, g.variables))}
-        return {"backend": {"name": backend.name}, "variables": variables}
+        settings = {name: json.dumps(value, sort_keys=True) for name, value in self._describeSettings(groups).items()}
+        return {"backend": {"name": backend.name}, "variables": variables, "hyperparameters": settings}
 
     def _make_buckets(self, backend: backends.Backend, groups: list[ParamGroup], flat: bool) -> list[Bucket]:
         entries = []  # (name, var, group index, decays?)
@@ -416,12 +418,16 @@ class Optimizer:
         settings, a DynamicLossScale by its settings, a function by its qualified name. A checkpoint stores
         it and compares it on load. Attributes not named in ``HYPERPARAMETERS`` never appear.
         """
+        return self._describeSettings(self.groups)
+
+    def _describeSettings(self, groups: list[ParamGroup]) -> dict[str, Any]:
+        """:meth:`hyperparameters` with the parameter groups ``groups``."""
         settings = {name: describe(getattr(self, name)) for name in self.HYPERPARAMETERS}
         settings["class"] = type(self).__qualname__
         settings["groups"] = [
             {"names": list(group.names), "learnRate": describe(group.learnRate), "weightDecay": group.weightDecay,
              "decoupledWeightDecay": group.decoupledWeightDecay, "decayFilter": describe(group.decayFilter)}
-            for group in self.groups
+            for group in groups
         ]
         return settings
 
