@@ -671,10 +671,13 @@ class FakeNode:
     def isRoot(self) -> bool:
         return self.rank == 0
 
-    def broadcast(self, flat: Any) -> None:
+    def broadcast(self, flat: Any, what: str = "") -> None:
         pass
 
-    def allreduceMean(self, flat: Any) -> None:
+    def allreduceMean(self, flat: Any, what: str = "") -> None:
+        pass
+
+    def checkSame(self, what: str, description: dict) -> None:
         pass
 
     def meanValue(self, value: float) -> float:
