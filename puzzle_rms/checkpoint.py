@@ -339,11 +339,21 @@ def _open(path: str) -> Any:
         archive = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise FileNotFoundError(f"checkpoint {path!r} does not exist") from None
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
+    except ValueError:  # NumPy's text here advises allow_pickle=True: wrong for a file that is no checkpoint
+        raise CheckpointError(f"{path!r} is not a puzzle_rms checkpoint (an .npz archive): {_what_it_is(path)}") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as error:
         raise CheckpointError(f"{path!r} is not a puzzle_rms checkpoint (an .npz archive): {error}") from error
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise CheckpointError(f"{path!r} holds a single .npy array, not a puzzle_rms checkpoint (.npz archive)")
     return archive
+
+
+def _what_it_is(path: str) -> str:
+    from puzzle_rms.puzzlelib_hdf import isHdf5File  # deferred: puzzlelib_hdf imports this module
+
+    if isHdf5File(path):
+        return "it is an HDF5 file; PuzzleLib's HDF5 files load from a path ending in .hdf, .h5 or .hdf5"
+    return "it is not a readable .npz or .npy file"
 
 
 def _metadata(path: str, archive: Any) -> dict[str, Any]:

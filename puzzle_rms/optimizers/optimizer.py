@@ -332,19 +332,21 @@ class Optimizer:
         """Write the state buffers, step counter, loss-scale state and hyperparameters to ``path`` (.npz, atomic).
 
         See :func:`puzzle_rms.checkpoint.saveOptimizer`; :func:`puzzle_rms.checkpoint.saveTraining` saves a
-        module together with its optimizer.
+        module together with its optimizer. A path ending in .hdf/.h5/.hdf5 gets PuzzleLib's HDF5 layout.
         """
-        from puzzle_rms.checkpoint import saveOptimizer  # deferred: checkpoint imports this package
+        from puzzle_rms import puzzlelib_hdf  # deferred: checkpoint imports this package
+        from puzzle_rms.checkpoint import saveOptimizer
 
-        saveOptimizer(path, self)
+        (puzzlelib_hdf.saveOptimizer if puzzlelib_hdf.isHdfPath(path) else saveOptimizer)(path, self)
 
     def load(self, path: str, hyperparameters: str = "check") -> None:
         """Restore what :meth:`save` wrote; ``hyperparameters`` is "check" (must match) or "keep" (use this
         optimizer's). Every name, shape and dtype is checked before anything is modified.
-        See :func:`puzzle_rms.checkpoint.loadOptimizer`."""
-        from puzzle_rms.checkpoint import loadOptimizer  # deferred: checkpoint imports this package
+        See :func:`puzzle_rms.checkpoint.loadOptimizer`; .hdf/.h5/.hdf5 files are read as PuzzleLib's."""
+        from puzzle_rms import puzzlelib_hdf  # deferred: checkpoint imports this package
+        from puzzle_rms.checkpoint import loadOptimizer
 
-        loadOptimizer(path, self, hyperparameters)
+        (puzzlelib_hdf.loadOptimizer if puzzlelib_hdf.isHdfPath(path) else loadOptimizer)(path, self, hyperparameters)
 
     def _require_setup(self) -> None:
         if not self.buckets:
