@@ -423,7 +423,7 @@ def script_train_simple() -> dict:
             "finalWeights": weights(seq)}
 
 
-def script_graph_replicate_concat() -> dict:
+def script_graph_replicate_concat(outdir: str) -> dict:
     """Replicate, Parallel and Concat in a Graph (with (node, slot) parents) and in a Sequential; MSE; RMSProp."""
     np.random.seed(3)
     inp = PL.Linear(6, 5, name="inp").node()
@@ -450,7 +450,12 @@ def script_graph_replicate_concat() -> dict:
 
     data = np.random.randn(10, 6).astype(np.float32)
     target = np.random.randn(10, 2).astype(np.float32)
-    graphLosses = train(graph, PL.MSE(), PL.RMSProp(learnRate=0.01), dev(data), dev(target), 60)
+    graphOpt = PL.RMSProp(learnRate=0.01)
+    graphLosses = train(graph, PL.MSE(), graphOpt, dev(data), dev(target), 60)
+    graph.save(os.path.join(outdir, "graph_model.hdf"))
+    graphOpt.save(os.path.join(outdir, "graph_rmsprop_global.hdf"))
+    flatMs = next(iter(graphOpt.states.values()))["ms"]
+    order = sorted(names[0] for names in graph.getVarTable().values())
     seqLosses = train(seq, PL.MSE(), PL.RMSProp(learnRate=0.01), dev(data), dev(target), 60)
     return {**header("Replicate/Parallel/Concat networks trained with MSE and RMSProp(learnRate=0.01), "
                      "useGlobalState=True, 60 steps each, on the same data", TRAIN_CONVERSION),
@@ -461,7 +466,11 @@ def script_graph_replicate_concat() -> dict:
             "graph": {"structure": ("inp=Linear(6, 5) -> act=tanh -> rep=Replicate(2) -> par=Parallel(left=Linear(5, 4), "
                                     "right=Linear(5, 3)) fed the list rep -> cat=Concat(axis=1) fed (par, [0, 1]) "
                                     "and (rep, 0) -> out=Linear(12, 2)"),
-                      "losses": graphLosses, "initialWeights": graphInitial, "finalWeights": weights(graph)},
+                      "losses": graphLosses, "initialWeights": graphInitial, "finalWeights": weights(graph),
+                      "optimizer": {"t": int(graphOpt.t), "globalStateOrder": order, "msFlat": arr(flatMs)}},
+            "hdfFiles": {"graph_model.hdf": "graph.save(path) after training",
+                         "graph_rmsprop_global.hdf": ("the graph's optimizer.save(path) after training "
+                                                      "(useGlobalState=True: one flat ms, variables sorted by name)")},
             "sequential": {"structure": ("Sequential(Linear(6, 5), sigmoid, Replicate(times=2), Parallel(Linear(5, 4), "
                                          "Linear(5, 3)), Concat(axis=1), Linear(7, 2))"),
                            "losses": seqLosses, "initialWeights": seqInitial, "finalWeights": weights(seq)}}
@@ -531,7 +540,7 @@ def main() -> None:
     write(os.path.join(args.out, "optimizers.json"), optimizers())
     write(os.path.join(args.out, "script_docs_rmsprop.json"), script_docs_rmsprop())
     write(os.path.join(args.out, "script_train_simple.json"), script_train_simple())
-    write(os.path.join(args.out, "script_graph_replicate_concat.json"), script_graph_replicate_concat())
+    write(os.path.join(args.out, "script_graph_replicate_concat.json"), script_graph_replicate_concat(args.out))
     write(os.path.join(args.out, "script_classifier_ce.json"), script_classifier_ce(args.out))
 
 
