@@ -70,6 +70,11 @@ def arr(x) -> dict:
     return {"shape": list(x.shape), "dtype": str(x.dtype), "data": data}
 
 
+def arrs(v):
+    """An array, or a list of arrays, encoded with :func:`arr`."""
+    return [arr(item) for item in v] if isinstance(v, list) else arr(v)
+
+
 def num(v) -> float:
     """A float32 scalar as its shortest round-trip decimal."""
     return float(str(np.float32(v)))
@@ -153,8 +158,7 @@ def run_module(module, x, g, train=True):
         module.evalMode()
     y = module(dev(x) if not isinstance(x, list) else [dev(v) for v in x])
     module.backward(dev(g) if not isinstance(g, list) else [dev(v) for v in g])
-    enc = lambda v: [arr(item) for item in v] if isinstance(v, list) else arr(v)  # noqa: E731
-    out = {"x": enc(x), "gradOut": enc(g), "y": enc(y), "gradIn": enc(module.grad)}
+    out = {"x": arrs(x), "gradOut": arrs(g), "y": arrs(y), "gradIn": arrs(module.grad)}
     table = module.getVarTable()
     if table:
         out["params"] = {names[0]: arr(var.data) for var, names in table.items()}
@@ -313,23 +317,22 @@ def optimizers() -> dict:
     rng = np.random.RandomState(31)
     W0, b0 = rand(rng, 4, 3), rand(rng, 3)
     grads = [{"W": rand(rng, 4, 3), "b": rand(rng, 3)} for _ in range(5)]
-    O = PL
-    configs = [("SGD(learnRate=0.1)", lambda: O.SGD(learnRate=0.1)),
-               ("MomentumSGD(learnRate=0.1, momRate=0.9)", lambda: O.MomentumSGD(learnRate=0.1, momRate=0.9)),
-               ("NesterovSGD(learnRate=0.1, momRate=0.9)", lambda: O.NesterovSGD(learnRate=0.1, momRate=0.9)),
-               ("RMSProp()", lambda: O.RMSProp()),
+    configs = [("SGD(learnRate=0.1)", lambda: PL.SGD(learnRate=0.1)),
+               ("MomentumSGD(learnRate=0.1, momRate=0.9)", lambda: PL.MomentumSGD(learnRate=0.1, momRate=0.9)),
+               ("NesterovSGD(learnRate=0.1, momRate=0.9)", lambda: PL.NesterovSGD(learnRate=0.1, momRate=0.9)),
+               ("RMSProp()", lambda: PL.RMSProp()),
                ("RMSProp(learnRate=0.01, factor=0.5, epsilon=0.1)",
-                lambda: O.RMSProp(learnRate=0.01, factor=0.5, epsilon=0.1)),
-               ("RMSPropGraves()", lambda: O.RMSPropGraves()),
+                lambda: PL.RMSProp(learnRate=0.01, factor=0.5, epsilon=0.1)),
+               ("RMSPropGraves()", lambda: PL.RMSPropGraves()),
                ("RMSPropGraves(learnRate=0.01, alpha=0.9, momRate=0.5, epsilon=0.01)",
-                lambda: O.RMSPropGraves(learnRate=0.01, alpha=0.9, momRate=0.5, epsilon=0.01))]
+                lambda: PL.RMSPropGraves(learnRate=0.01, alpha=0.9, momRate=0.5, epsilon=0.01))]
     cases = {}
     for label, make in configs:
         cases[label] = opt_run(make, W0, b0, grads)
     cases["RMSProp(learnRate=0.01) + WeightDecay(0.1), W.wc = 1.0"] = opt_run(
-        lambda: O.RMSProp(learnRate=0.01), W0, b0, grads, hook=0.1, wc={"W": 1.0})
+        lambda: PL.RMSProp(learnRate=0.01), W0, b0, grads, hook=0.1, wc={"W": 1.0})
     cases["RMSProp(learnRate=0.01) + WeightDecay(0.1), default wc = 0.0"] = opt_run(
-        lambda: O.RMSProp(learnRate=0.01), W0, b0, grads, hook=0.1)
+        lambda: PL.RMSProp(learnRate=0.01), W0, b0, grads, hook=0.1)
     return {**header("optimizer steps on fixed gradients (a Linear(4, 3)'s W and b)", OPT_CONVERSION),
             "W0": arr(W0), "b0": arr(b0), "grads": [{k: arr(v) for k, v in g.items()} for g in grads],
             "note": ("params[i] and state[i] are after update() number i+1 with useGlobalState=False; "
