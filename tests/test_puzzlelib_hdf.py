@@ -202,3 +202,11 @@ def test_non_checkpoint_files_get_no_allow_pickle_advice(tmp_path):
     assert "it is an HDF5 file; PuzzleLib's HDF5 files load from a path ending in .hdf" in str(hdf.value)
     with pytest.raises(CheckpointError, match="is not an HDF5 file"):
         net.load(shutil.copy(tmp_path / "notes.npz", tmp_path / "notes.hdf"))
+
+
+def test_buffers_puzzlelib_has_no_place_for_are_refused_before_writing(tmp_path):
+    optimizer = RMSProp(masterWeights=True)
+    optimizer.setupOn({"W": Variable(np.ones(2, np.float16), name="W")})
+    with pytest.raises(ValueError, match="keeps a 'master' buffer, which PuzzleLib's format has no place for"):
+        optimizer.save(tmp_path / "opt.hdf")
+    assert list(tmp_path.iterdir()) == []
