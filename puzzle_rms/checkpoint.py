@@ -48,6 +48,7 @@ __all__ = ["CheckpointError", "CheckpointMismatchError", "CheckpointableOptimize
 FORMAT = "puzzle_rms.checkpoint"
 VERSION = 1
 META_KEY = "__meta__"
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 HYPERPARAMETER_MODES = ("check", "keep")
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -316,11 +317,28 @@ def _open(path: str) -> Any:
         archive = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise FileNotFoundError(f"checkpoint {path!r} does not exist") from None
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
+    except ValueError:  # NumPy's text here advises allow_pickle=True: wrong for a file that is no checkpoint
+        raise CheckpointError(f"{path!r} is not a puzzle_rms checkpoint (an .npz archive): {_what_it_is(path)}") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as error:
         raise CheckpointError(f"{path!r} is not a puzzle_rms checkpoint (an .npz archive): {error}") from error
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise CheckpointError(f"{path!r} holds a single .npy array, not a puzzle_rms checkpoint (.npz archive)")
     return archive
+
+
+def _is_hdf5_file(path: str) -> bool:
+    """True when the file at ``path`` starts with the HDF5 signature."""
+    try:
+        with open(path, "rb") as stream:
+            return stream.read(len(_HDF5_SIGNATURE)) == _HDF5_SIGNATURE
+    except OSError:
+        return False
+
+
+def _what_it_is(path: str) -> str:
+    if _is_hdf5_file(path):
+        return "it is an HDF5 file; PuzzleLib's HDF5 files load from a path ending in .hdf, .h5 or .hdf5"
+    return "it is not a readable .npz or .npy file"
 
 
 def _metadata(path: str, archive: Any) -> dict[str, Any]:

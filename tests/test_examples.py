@@ -24,7 +24,7 @@ import classifier  # noqa: E402  (examples/ is not a package: its scripts import
 import regression  # noqa: E402
 
 CUPY_REASON = backends.unavailable_reason("cupy")
-TEST_COMMAND = 'pip install -e ".[test,mpi,compare]" && python -m pytest -q'
+TEST_COMMAND = 'pip install -e ".[test,mpi,compare,hdf5]" && python -m pytest -q'
 EXAMPLE_COMMAND = 'pip install -e ".[plot]" && python examples/regression.py'
 # The loop of the issue, which must run unchanged apart from the import lines.
 ISSUE_SNIPPET = """\

@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from puzzle_rms import backends
+from puzzle_rms import backends, puzzlelib_hdf
 from puzzle_rms.checkpoint import loadModule, saveModule
 from puzzle_rms.validation import check_optional_str
 from puzzle_rms.variable import Variable
@@ -167,14 +167,16 @@ class Module:
         """Write every parameter (``getVarTable()``) to ``path``, an .npz file, atomically.
 
         See :mod:`puzzle_rms.checkpoint`; ``saveTraining`` saves the module with its optimizer.
+        A path ending in .hdf/.h5/.hdf5 gets PuzzleLib's HDF5 layout (:mod:`puzzle_rms.puzzlelib_hdf`).
         """
-        saveModule(path, self)
+        (puzzlelib_hdf.saveModule if puzzlelib_hdf.isHdfPath(path) else saveModule)(path, self)
 
     def load(self, path: str) -> None:
         """Load parameters written by :meth:`save` in place; names, shapes and dtypes must all match
         (every mismatch is listed in the error, and nothing is modified). An optimizer with float32 master
-        weights keeps its own copy: load it too (``puzzle_rms.checkpoint.loadTraining``)."""
-        loadModule(path, self)
+        weights keeps its own copy: load it too (``puzzle_rms.checkpoint.loadTraining``). A path ending in
+        .hdf/.h5/.hdf5 is read as a PuzzleLib model file (:mod:`puzzle_rms.puzzlelib_hdf`)."""
+        (puzzlelib_hdf.loadModule if puzzlelib_hdf.isHdfPath(path) else loadModule)(path, self)
 
     # --- graphs ---------------------------------------------------------------------------------
     def node(self, *parents: Node) -> Node:

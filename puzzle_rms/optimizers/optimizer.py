@@ -23,7 +23,7 @@ from typing import Any, Iterable, Mapping, Optional, Union
 
 import numpy as np
 
-from puzzle_rms import backends
+from puzzle_rms import backends, puzzlelib_hdf
 from puzzle_rms.checkpoint import loadOptimizer, saveOptimizer
 from puzzle_rms.optimizers.buckets import Bucket, ParamGroup
 from puzzle_rms.optimizers.describe import describe
@@ -481,15 +481,15 @@ class Optimizer:
         """Write the state buffers, step counter, loss-scale state and hyperparameters to ``path`` (.npz, atomic).
 
         See :func:`puzzle_rms.checkpoint.saveOptimizer`; :func:`puzzle_rms.checkpoint.saveTraining` saves a
-        module together with its optimizer.
+        module together with its optimizer. A path ending in .hdf/.h5/.hdf5 gets PuzzleLib's HDF5 layout.
         """
-        saveOptimizer(path, self)
+        (puzzlelib_hdf.saveOptimizer if puzzlelib_hdf.isHdfPath(path) else saveOptimizer)(path, self)
 
     def load(self, path: str, hyperparameters: str = "check") -> None:
         """Restore what :meth:`save` wrote; ``hyperparameters`` is "check" (must match) or "keep" (use this
         optimizer's). Every name, shape and dtype is checked before anything is modified.
-        See :func:`puzzle_rms.checkpoint.loadOptimizer`."""
-        loadOptimizer(path, self, hyperparameters)
+        See :func:`puzzle_rms.checkpoint.loadOptimizer`; .hdf/.h5/.hdf5 files are read as PuzzleLib's."""
+        (puzzlelib_hdf.loadOptimizer if puzzlelib_hdf.isHdfPath(path) else loadOptimizer)(path, self, hyperparameters)
 
     def _require_setup(self, method: str) -> None:
         if not self.buckets:
