@@ -17,7 +17,9 @@ import numpy as np
 from numba import njit, prange
 
 from .backend import HYPER_INDEX as H
-from .numba_backend import FASTMATH
+
+# Fast-math without 'nnan'/'ninf': infinities are the "no clipping" bounds, and NaNs must propagate.
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 _GS, _CV, _WDPRE, _WDPOST = H["gradScale"], H["clipValue"], H["wdPre"], H["wdPost"]
 _RHO, _OMR, _EPSIN, _EPSOUT = H["rho"], H["oneMinusRho"], H["epsIn"], H["epsOut"]
