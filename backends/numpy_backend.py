@@ -163,13 +163,20 @@ class NumpyBackend(Backend):
 
     def sgd_update(self, w: np.ndarray, g: np.ndarray, layout: Layout, segParams: np.ndarray,
                    hyper: np.ndarray) -> None:
+        ct = segParams.dtype.type  # the compute dtype: float32 for float16 parameters
+        mixed = w.dtype != segParams.dtype
         gradScale = hyper[H["gradScale"]]
+        wBuf, gBuf = self._buffers(segParams.dtype)[:2]
         for s, wSel, gSel in _pieces(layout, segParams):
             lr, _, wScale, segGradScale = segParams[s]
-            ww = w[wSel]  # a view of a slice; a copy of gathered elements, written back below
-            ww *= w.dtype.type(wScale)
-            ww -= w.dtype.type(lr * gradScale * segGradScale) * g[gSel]
-            if not isinstance(wSel, slice):
+            if mixed:  # float16 weights: computed in a float32 copy, rounded once when written back
+                ww = wBuf[:wSel.size if not isinstance(wSel, slice) else wSel.stop - wSel.start]
+                np.copyto(ww, w[wSel])
+            else:
+                ww = w[wSel]  # a view of a slice; a copy of gathered elements, written back below
+            ww *= ct(wScale)
+            ww -= np.multiply(g[gSel], ct(lr * gradScale * segGradScale), out=gBuf[:ww.size])
+            if mixed or not isinstance(wSel, slice):
                 w[wSel] = ww
 
     def segment_sumsq(self, g: np.ndarray, layout: Layout) -> np.ndarray:
