@@ -5,10 +5,8 @@ Each test feeds a backend and :mod:`puzzle_rms.backends.reference` the same inpu
 pointing at a compact gradient), a per-segment table and the ``hyper`` vector that ``RMSProp.hyper`` builds
 for the variant. Three steps with changing gradients and learning rates; before each step both sides start
 from the same state (the reference's), so each comparison measures one step's rounding. Each variant also
-changes the reference's numbers against the plain variant, so the comparison can tell them apart.
-
-Tolerance: one step in the compute dtype (float32 for float16 parameters), plus one float16 ulp where the
-weights are float16 (the reference rounds once from float64, a backend once from float32).
+changes the reference's numbers beyond the tolerance (tests/kernel_check.py) against a neighbouring variant,
+so the comparison can tell them apart.
 """
 from __future__ import annotations
 
@@ -17,12 +15,12 @@ from typing import Any
 import numpy as np
 import pytest
 from backend_switch import using
+from kernel_check import DTYPES, assert_step_close, backend_step, excess, reference_step
 
 from puzzle_rms import backends
 from puzzle_rms.backends import reference
 from puzzle_rms.optimizers import RMSProp
 
-STEPS = 3
 LEARN_RATES = [0.05, 0.02, 0.08]
 # dense segments: one spans several blocks of every backend (NumPy's 65536 included); 1 and 2 share
 # their parameters (NumPy gathers such short runs into one piece); an empty one
@@ -53,17 +51,6 @@ VARIANTS = {
                         biasCorrection=True, weightDecay=0.3, decoupledWeightDecay=0.5, clipValue=1.0,
                         clipWeights=1.5, maximize=True), "plain"),
 }
-# (weights, gradient, state): float16 parameters have float32 state; with master weights the kernel
-# updates the float32 copy and reads the float16 gradient
-DTYPES = {
-    "float32": (np.float32, np.float32, np.float32),
-    "float64": (np.float64, np.float64, np.float64),
-    "float16": (np.float16, np.float16, np.float32),
-    "float16-master": (np.float32, np.float16, np.float32),
-}
-RTOL = {np.dtype(np.float32): 2e-5, np.dtype(np.float64): 1e-11}
-
-
 @pytest.fixture(params=["numpy", "numba", pytest.param("cupy", marks=pytest.mark.gpu)])
 def kernel_backend(request: pytest.FixtureRequest) -> Any:
     """Each backend in turn, the GPU one only where CuPy has a device."""
@@ -100,40 +87,6 @@ def initial_arrays(gen: np.random.Generator, size: int, dtypes: tuple, options: 
     if options.get("momentum"):
         arrays["mom"] = (0.1 * gen.standard_normal(size)).astype(sDtype)
     return arrays
-
-
-def reference_step(arrays: dict, g: np.ndarray, layout: Any, table: np.ndarray, hyper: np.ndarray) -> dict:
-    out = {name: a.copy() for name, a in arrays.items()}
-    reference.rmsprop_update(out["w"], g, out["ms"], out.get("mg"), out.get("mom"), layout, table, hyper)
-    return out
-
-
-def backend_step(backend: Any, arrays: dict, g: np.ndarray, layout: Any, table: np.ndarray,
-                 hyper: np.ndarray) -> dict:
-    dev = {name: backend.to_device(a.copy()) for name, a in arrays.items()}
-    segParams = backend.seg_params(table, arrays["ms"].dtype)
-    backend.rmsprop_update(dev["w"], backend.to_device(g), dev["ms"], dev.get("mg"), dev.get("mom"), layout,
-                           segParams, hyper)
-    return {name: backend.to_host(a) for name, a in dev.items()}
-
-
-def excess(got: np.ndarray, expected: np.ndarray) -> np.ndarray:
-    """How far each element of ``got`` lies beyond the tolerance around ``expected`` (> 0: too far)."""
-    compute = np.dtype(np.float32) if expected.dtype == np.float16 else expected.dtype
-    ref = expected.astype(np.float64)
-    bound = RTOL[compute] * (np.abs(ref) + 1.0)
-    if expected.dtype == np.float16:
-        bound = bound + np.spacing(np.abs(expected)).astype(np.float64)
-    return np.abs(got.astype(np.float64) - ref) - bound
-
-
-def assert_step_close(got: dict, want: dict, context: str) -> None:
-    assert sorted(got) == sorted(want)
-    for name, expected in want.items():
-        assert got[name].dtype == expected.dtype, f"{context}: {name} dtype"
-        bad = np.flatnonzero(excess(got[name], expected) > 0)
-        assert bad.size == 0, (f"{context}: {name} differs at {bad[:3].tolist()}: got "
-                               f"{got[name][bad[:3]]}, reference {expected[bad[:3]]}")
 
 
 @pytest.mark.parametrize("kind", ["dense", "lazy"])
