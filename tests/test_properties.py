@@ -23,9 +23,10 @@ over a few steps that stays far inside these bounds, while a wrong formula moves
 float16 parameters are computed in float32 and rounded, so one ulp of float32 difference can round to
 neighbouring float16 values: hence the extra float16 ulp.
 
-Conditioning of the optimizer runs: the centered variance ``ms - mg**2`` is at least ``factor**t * ms`` (Cauchy-Schwarz), so
-centered draws use ``factor >= 0.1``. With bias correction it is exactly 0 at the first step, so any two
-implementations return rounding noise there: that combination draws eps inside the root, >= 1e-3.
+Conditioning of the optimizer runs: the centered variance ``ms - mg**2`` is at least ``factor**t * ms``
+(Cauchy-Schwarz), so centered draws use ``factor >= 0.1``. With bias correction it is exactly 0 at the
+first step, so any two implementations return rounding noise there: that combination draws eps inside
+the root, >= 1e-3.
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ import pytest
 from rmsprop_reference import textbook_rmsprop
 
 from puzzle_rms.backends import reference
-from puzzle_rms.backends.backend import Backend, hyper_vector
+from puzzle_rms.backends.backend import HYPER_FIELDS, Backend, hyper_vector
 from puzzle_rms.optimizers import RMSProp
 
 F64 = dict(rtol=1e-12, atol=1e-14)
@@ -183,3 +183,15 @@ def test_sgd_and_segment_sumsq_by_hand():
     np.testing.assert_allclose(w, [1.5, 0.6], **F64)
     np.testing.assert_array_equal(reference.segment_sumsq(np.array([1.0, 2.0, 3.0, 4.0]),
                                                           Backend().make_layout([3, 1])), [14.0, 16.0])
+
+
+def test_hyper_vector_derives_the_momentum_constants():
+    """c1..c3 come from mu, lrInMomentum and nesterov; giving one is an error that names it, and the rest of
+    the vector is as given."""
+    hyper = hyper_vector(mu=0.7, lrInMomentum=0.0, nesterov=1.0, rho=0.5)
+    index = {name: i for i, name in enumerate(HYPER_FIELDS)}
+    assert [hyper[index[name]] for name in ("c1Lr", "c1Fixed", "c2Lr", "c2Fixed", "c3Lr")] == [0, 1, 0.7, 0, 1]
+    assert hyper[index["rho"]] == 0.5 and hyper[index["mu"]] == 0.7
+    with pytest.raises(ValueError, match=r"hyper_vector: c2Lr is derived from mu, lrInMomentum and nesterov, "
+                                         r"not given; got c2Lr=3\.0"):
+        hyper_vector(c2Lr=3.0)

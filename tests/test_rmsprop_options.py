@@ -1,10 +1,10 @@
 """Every RMSProp option against a plain NumPy statement of its documented formula, on each CPU backend.
 
-The statement (``textbook_rmsprop`` in tests/rmsprop_reference.py) is written from RMSProp's docstring, one
-option at a time, in float64, without any code from ``backends`` or ``puzzle_rms``. Each case runs four steps with changing gradients, a
-large epsilon (so eps placement shows) and, where lr placement matters, a learning rate that
-changes between steps; each case also checks that turning its option off changes the numbers, so
-the comparison can tell the variants apart.
+The statement (``textbook_rmsprop`` in tests/rmsprop_reference.py) is written from RMSProp's docstring,
+one option at a time, in float64, without any code from ``backends`` or ``puzzle_rms``. Each case runs
+four steps with changing gradients, a large epsilon (so eps placement shows) and, where lr placement
+matters, a learning rate that changes between steps; each case also checks that turning its option off
+changes the numbers, so the comparison can tell the variants apart.
 """
 from __future__ import annotations
 
@@ -220,7 +220,8 @@ def test_dynamic_loss_scale_skips_with_state_untouched(backend_name, useGlobalSt
     assert scaler.scale == 64.0  # 64 -> (1 good) -> 32 (overflow) -> 64 (2 good) -> (1 good, not yet 2)
     assert optimizer.t == STEPS and optimizer.skippedSteps == 1
     for name in SHAPES:
-        want, _ = textbook_rmsprop(weights[name], [g[name] for g in applied], learnRate=0.05, centered=True, momentum=0.5)
+        want, _ = textbook_rmsprop(weights[name], [g[name] for g in applied], learnRate=0.05, centered=True,
+                                   momentum=0.5)
         np.testing.assert_allclose(host(variables[name].data), want, **F64)
 
 
