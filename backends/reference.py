@@ -29,12 +29,14 @@ RMSProp, per element of segment ``s``, with ``lr, wd, wScale, segGradScale = seg
     w   = w - (mu * lr * mom + lr * u)                 # nesterov, not lrInMomentum, instead of w - lr * mom
     w   = clip(w, -hyper.clipWeights, hyper.clipWeights)
 
-(``mu = hyper.mu``; the kernels run the momentum lines as ``mom = mu * mom + c1 * u; w -= c2 * mom +
-c3 * u`` with constants from :func:`~puzzle_rms.backends.backend.momentum_constants`.)
+(``mu = hyper.mu``; lrInMomentum and nesterov are hyper's flags, 0 or 1. The kernels run the momentum
+lines as ``mom = mu * mom + c1 * u; w -= c2 * mom + c3 * u`` with constants that ``hyper`` carries, from
+:func:`~puzzle_rms.backends.backend.momentum_constants`.)
 
-SGD, per element of segment ``s``::
+SGD, per element of segment ``s``; and the sum of squares per segment, in float64::
 
     w = wScale * w - lr * hyper.gradScale * segGradScale * g
+    sumsq[s] = sum(g**2)
 """
 from __future__ import annotations
 
