@@ -9,22 +9,9 @@ points each block at one row of the weights and one row of a compact gradient.
 
 Per-segment values live in a small ``segParams`` table (columns
 :data:`SEG_COLUMNS`), global scalars in a ``hyper`` vector (fields
-:data:`HYPER_FIELDS`). The kernels compute, per element::
-
-    w   = w * wScale                                   # decoupled weight decay
-    g   = g * gradScale * segGradScale + wdPre * wd * w  # loss scale, clip factors, coupled wd
-    g   = clip(g, -clipValue, clipValue)
-    g   = g + wdPost * wd * w
-    ms  = rho * ms + (1 - rho) * g * g
-    mg  = rho * mg + (1 - rho) * g                     # centered only
-    v   = max(bcMs * ms - (bcMg * mg)**2, 0)  or  bcMs * ms
-    u   = g / (sqrt(v + epsIn) + epsOut)
-    mom = mu * mom + c1 * u ;  w -= c2 * mom + c3 * u  # momentum
-    w  -= lr * u                                       # no momentum
-    w   = clip(w, -clipWeights, clipWeights)
-
-with ``c1 = lr if lrInMomentum else 1``, ``c2 = (mu if nesterov else 1) *
-(1 if lrInMomentum else lr)``, ``c3 = lr if nesterov else 0``.
+:data:`HYPER_FIELDS`, built by :func:`hyper_vector`). What the kernels compute
+from them is stated once, in plain NumPy, by :mod:`puzzle_rms.backends.reference`;
+every backend's kernels are tested against it.
 """
 from __future__ import annotations
 
@@ -42,15 +29,42 @@ SEG_COLUMNS = ("lr", "wd", "wScale", "gradScale")
 HYPER_FIELDS = (
     "gradScale", "clipValue", "wdPre", "wdPost", "rho", "oneMinusRho", "epsIn", "epsOut",
     "mu", "lrInMomentum", "nesterov", "clipWeights", "bcMs", "bcMg",
+    "c1Lr", "c1Fixed", "c2Lr", "c2Fixed", "c3Lr",
 )
 HYPER_INDEX = {name: i for i, name in enumerate(HYPER_FIELDS)}
+MOMENTUM_FIELDS = HYPER_FIELDS[-5:]  # derived by hyper_vector from mu, lrInMomentum and nesterov
+
+
+def momentum_constants(mu: float, lrInMomentum: bool, nesterov: bool) -> tuple[float, float, float, float, float]:
+    """The momentum step as the kernels run it, ``mom = mu * mom + c1 * u;  w -= c2 * mom + c3 * u``.
+
+    A segment with learning rate ``lr`` has ``c1 = c1Lr * lr + c1Fixed``, ``c2 = c2Lr * lr + c2Fixed`` and
+    ``c3 = c3Lr * lr``; this returns ``(c1Lr, c1Fixed, c2Lr, c2Fixed, c3Lr)``, each 0, 1 or ``mu``, so that::
+
+        lrInMomentum:      c1 = lr,  c2 = 1      (nesterov: c2 = mu,       c3 = lr; else c3 = 0)
+        not lrInMomentum:  c1 = 1,   c2 = lr     (nesterov: c2 = mu * lr,  c3 = lr; else c3 = 0)
+
+    which is the momentum step of :func:`puzzle_rms.backends.reference.rmsprop_update`.
+    """
+    c2 = mu if nesterov else 1.0
+    c3Lr = 1.0 if nesterov else 0.0
+    return (1.0, 0.0, 0.0, c2, c3Lr) if lrInMomentum else (0.0, 1.0, c2, 0.0, c3Lr)
 
 
 def hyper_vector(**values: float) -> np.ndarray:
-    """Pack named global scalars into the float64 ``hyper`` vector; missing fields get neutral values."""
-    hyper = np.array([1.0, np.inf, 1.0, 0.0, 0.9, 0.1, 0.0, 1e-8, 0.0, 1.0, 0.0, np.inf, 1.0, 1.0])
+    """Pack named global scalars into the float64 ``hyper`` vector; missing fields get neutral values.
+
+    The fields :data:`MOMENTUM_FIELDS` are derived here (:func:`momentum_constants`), not given.
+    """
+    hyper = np.array([1.0, np.inf, 1.0, 0.0, 0.9, 0.1, 0.0, 1e-8, 0.0, 1.0, 0.0, np.inf, 1.0, 1.0]
+                     + [0.0] * len(MOMENTUM_FIELDS))
     for name, value in values.items():
+        if name in MOMENTUM_FIELDS:
+            raise ValueError(f"hyper_vector: {name} is derived from mu, lrInMomentum and nesterov, not given; "
+                             f"got {name}={value!r}")
         hyper[HYPER_INDEX[name]] = value
+    mu, lrIn, nesterov = (hyper[HYPER_INDEX[name]] for name in ("mu", "lrInMomentum", "nesterov"))
+    hyper[HYPER_INDEX[MOMENTUM_FIELDS[0]]:] = momentum_constants(mu, lrIn != 0, nesterov != 0)
     return hyper
 
 
@@ -171,7 +185,7 @@ class Backend:
     # --- kernels (subclasses) -------------------------------------------------------------------
     def rmsprop_update(self, w: Any, g: Any, ms: Any, mg: Optional[Any], mom: Optional[Any],
                        layout: Layout, segParams: Any, hyper: np.ndarray) -> None:
-        """Fused in-place RMSProp step over ``layout`` (formula in this module's docstring).
+        """Fused in-place RMSProp step over ``layout``, as :func:`.reference.rmsprop_update` states it.
 
         ``mg`` is None unless centered, ``mom`` None unless momentum is on. ``segParams`` comes
         from :meth:`seg_params`, ``hyper`` from :func:`hyper_vector`.
@@ -179,7 +193,7 @@ class Backend:
         raise NotImplementedError
 
     def sgd_update(self, w: Any, g: Any, layout: Layout, segParams: Any, hyper: np.ndarray) -> None:
-        """In-place ``w = w * wScale - lr * g * gradScale * segGradScale`` per segment."""
+        """In-place SGD step over ``layout``, as :func:`.reference.sgd_update` states it."""
         raise NotImplementedError
 
     def segment_sumsq(self, g: Any, layout: Layout) -> np.ndarray:

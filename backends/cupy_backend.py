@@ -38,7 +38,7 @@ __device__ __forceinline__ void store(float* p, float x) { *p = x; }
 __device__ __forceinline__ void store(double* p, double x) { *p = x; }
 template <typename X> __device__ __forceinline__ X clip(X x, X bound) { return x < -bound ? -bound : (x > bound ? bound : x); }
 
-// The step of one element k (formula: backends/backend.py); reads and writes its state, returns the new weight.
+// The step of one element k (formula: backends/reference.py); reads and writes its state, returns the new weight.
 struct Step {
     S* ms; S* mg; S* mom;
     S lr, wdPre, wdPost, wScale, gs, clipValue, rho, omr, epsIn, epsOut, mu, nesterov, c1, c2, c3, clipWeights;
@@ -75,19 +75,18 @@ extern "C" __global__ void rmsprop(
     T* __restrict__ w, const G* __restrict__ g, S* __restrict__ ms, S* __restrict__ mg, S* __restrict__ mom,
     const long long* __restrict__ blocks, const S* __restrict__ seg,
     S gradScale, S clipValue, S wdPre, S wdPost, S rho, S omr, S epsIn, S epsOut,
-    S mu, S lrIn, S nesterov, S clipWeights, S bcMs, S bcMg, int centered, int momentum)
+    S mu, S /* lrInMomentum: in c1..c3 */, S nesterov, S clipWeights, S bcMs, S bcMg,
+    S c1Lr, S c1Fixed, S c2Lr, S c2Fixed, S c3Lr, int centered, int momentum)
 {
     const long long* blk = blocks + 4 * (long long)blockIdx.x;
     const long long w0 = blk[0], n = blk[1] - blk[0], s = blk[2], g0 = blk[3];
-    const S lr = seg[4 * s], wd = seg[4 * s + 1], one = 1;
+    const S lr = seg[4 * s], wd = seg[4 * s + 1];
     Step step;
     step.ms = ms; step.mg = mg; step.mom = mom;
     step.lr = lr; step.wdPre = wd * wdPre; step.wdPost = wd * wdPost; step.wScale = seg[4 * s + 2];
     step.gs = gradScale * seg[4 * s + 3]; step.clipValue = clipValue; step.rho = rho; step.omr = omr;
     step.epsIn = epsIn; step.epsOut = epsOut; step.mu = mu; step.nesterov = nesterov;
-    step.c1 = lrIn * lr + (one - lrIn);
-    step.c2 = (nesterov * mu + (one - nesterov)) * (lrIn + (one - lrIn) * lr);
-    step.c3 = nesterov * lr;
+    step.c1 = c1Lr * lr + c1Fixed; step.c2 = c2Lr * lr + c2Fixed; step.c3 = c3Lr * lr;
     step.clipWeights = clipWeights; step.bcMs = bcMs; step.bcMg = bcMg;
     step.centered = centered; step.momentum = momentum;
     T* wb = w + w0;

@@ -19,9 +19,6 @@ import numpy as np
 
 from .backend import Backend, Layout
 
-# Fast-math without 'nnan'/'ninf': infinities are the "no clipping" bounds, and NaNs must propagate.
-FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
-
 # Layouts of fewer elements run on the calling thread: a parallel launch costs ~2 us on an idle machine and
 # a scheduler time slice (~10 ms) when the other cores are busy, more than such a layout takes serially.
 PARALLEL_MIN_ELEMENTS = 1 << 15

@@ -1,4 +1,4 @@
-"""Numba kernels behind :mod:`puzzle_rms.backends.numba_backend` (formula: :mod:`puzzle_rms.backends.backend`).
+"""Numba kernels behind :mod:`puzzle_rms.backends.numba_backend` (formula: :mod:`puzzle_rms.backends.reference`).
 
 All scalars are read from arrays of the state dtype, so float32 state keeps
 the whole loop in float32 (constants are made with ``hyper.dtype.type``: a bare
@@ -17,11 +17,14 @@ import numpy as np
 from numba import njit, prange
 
 from .backend import HYPER_INDEX as H
-from .numba_backend import FASTMATH
+
+# Fast-math without 'nnan'/'ninf': infinities are the "no clipping" bounds, and NaNs must propagate.
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 _GS, _CV, _WDPRE, _WDPOST = H["gradScale"], H["clipValue"], H["wdPre"], H["wdPost"]
 _RHO, _OMR, _EPSIN, _EPSOUT = H["rho"], H["oneMinusRho"], H["epsIn"], H["epsOut"]
-_MU, _LRIN, _NEST, _CW, _BCMS, _BCMG = H["mu"], H["lrInMomentum"], H["nesterov"], H["clipWeights"], H["bcMs"], H["bcMg"]
+_MU, _NEST, _CW, _BCMS, _BCMG = H["mu"], H["nesterov"], H["clipWeights"], H["bcMs"], H["bcMg"]
+_C1LR, _C1FIX, _C2LR, _C2FIX, _C3LR = H["c1Lr"], H["c1Fixed"], H["c2Lr"], H["c2Fixed"], H["c3Lr"]
 
 _INLINE = dict(inline="always", error_model="numpy", fastmath=FASTMATH)
 _PARALLEL = dict(parallel=True, error_model="numpy", fastmath=FASTMATH, cache=True, nogil=True)
@@ -80,10 +83,9 @@ def _rmsprop_block(b, w, g, ms, mg, mom, blocks, seg, hyper, centered, momentum)
     lr, wd, wScale = seg[s, 0], seg[s, 1], seg[s, 2]
     gradScale = hyper[_GS] * seg[s, 3]
     wdPre, wdPost = wd * hyper[_WDPRE], wd * hyper[_WDPOST]
-    lrIn, nesterov, mu = hyper[_LRIN], hyper[_NEST], hyper[_MU]
-    c1 = lrIn * lr + (one - lrIn)
-    c2 = (nesterov * mu + (one - nesterov)) * (lrIn + (one - lrIn) * lr)
-    c3 = nesterov * lr
+    c1 = hyper[_C1LR] * lr + hyper[_C1FIX]
+    c2 = hyper[_C2LR] * lr + hyper[_C2FIX]
+    c3 = hyper[_C3LR] * lr
     p = (gradScale, wScale, wdPre, wdPost, lr, c1, c2, c3)
     bare = wd == zero and wScale == one and hyper[_CV] == np.inf and hyper[_CW] == np.inf
     ww = w[w0:w0 + n]

@@ -1,8 +1,8 @@
-"""NumPy backend: the readable reference every other backend is tested against.
+"""NumPy backend: the kernels as a chunked, allocation-free fast path in NumPy ufuncs.
 
-The kernels follow the formula in :mod:`puzzle_rms.backends.backend` line by line. To be
-usable without Numba they never allocate in the step: every ufunc writes with
-``out=`` into the state buffers themselves or into three scratch buffers that
+The kernels compute what :mod:`puzzle_rms.backends.reference` states, and are tested
+against it. To be usable without Numba they never allocate in the step: every ufunc
+writes with ``out=`` into the state buffers themselves or into scratch buffers that
 are reused from call to call, and the work goes in chunks of :data:`CHUNK`
 elements so that the scratch buffers and the chunk's state stay in cache while
 a dozen passes go over them. Terms that are neutral (no weight decay, infinite
@@ -138,17 +138,16 @@ class NumpyBackend(Backend):
             np.sqrt(v, out=d)
             d += hp["epsOut"]
             update = np.divide(gc, d, out=d)
-            # momentum: mom = mu * mom + c1 * u;  w -= c2 * mom (+ lr * u, nesterov);  else w -= lr * u
+            # momentum: mom = mu * mom + c1 * u;  w -= c2 * mom (+ c3 * u, nesterov);  else w -= lr * u
             if mom is not None:
-                nesterov, lrIn = hp["nesterov"], hp["lrInMomentum"]
-                c1 = lr if lrIn else ct(1)
-                c2 = (hp["mu"] if nesterov else ct(1)) * (ct(1) if lrIn else lr)
+                c1 = hp["c1Lr"] * lr + hp["c1Fixed"]
+                c2 = hp["c2Lr"] * lr + hp["c2Fixed"]
                 vv = _piece(mom, wSel, momBuf)
                 vv *= hp["mu"]
                 vv += update if c1 == 1 else np.multiply(c1, update, out=t)
                 wc -= np.multiply(c2, vv, out=t)
-                if nesterov:
-                    wc -= np.multiply(lr, update, out=t)
+                if hp["nesterov"]:
+                    wc -= np.multiply(hp["c3Lr"] * lr, update, out=t)
             else:
                 wc -= np.multiply(lr, update, out=t)
             if clipWeights:
@@ -164,13 +163,20 @@ class NumpyBackend(Backend):
 
     def sgd_update(self, w: np.ndarray, g: np.ndarray, layout: Layout, segParams: np.ndarray,
                    hyper: np.ndarray) -> None:
+        ct = segParams.dtype.type  # the compute dtype: float32 for float16 parameters
+        mixed = w.dtype != segParams.dtype
         gradScale = hyper[H["gradScale"]]
+        wBuf, gBuf = self._buffers(segParams.dtype)[:2]
         for s, wSel, gSel in _pieces(layout, segParams):
             lr, _, wScale, segGradScale = segParams[s]
-            ww = w[wSel]  # a view of a slice; a copy of gathered elements, written back below
-            ww *= w.dtype.type(wScale)
-            ww -= w.dtype.type(lr * gradScale * segGradScale) * g[gSel]
-            if not isinstance(wSel, slice):
+            if mixed:  # float16 weights: computed in a float32 copy, rounded once when written back
+                ww = wBuf[:wSel.size if not isinstance(wSel, slice) else wSel.stop - wSel.start]
+                np.copyto(ww, w[wSel])
+            else:
+                ww = w[wSel]  # a view of a slice; a copy of gathered elements, written back below
+            ww *= ct(wScale)
+            ww -= np.multiply(g[gSel], ct(lr * gradScale * segGradScale), out=gBuf[:ww.size])
+            if mixed or not isinstance(wSel, slice):
                 w[wSel] = ww
 
     def segment_sumsq(self, g: np.ndarray, layout: Layout) -> np.ndarray:

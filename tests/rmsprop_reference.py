@@ -1,11 +1,16 @@
-"""An independent plain-NumPy statement of RMSProp and SGD, and the driver (Variables, optimizer loop) that tests it.
+"""Test helpers: plain RMSProp and SGD through the library's reference, the textbook statement of every
+RMSProp option, TF's raw ops, and the drivers (Variables, optimizer loop) that run an optimizer.
 
-The reference is written from the textbook formula, in float64, one step and
-one tensor at a time, without any code from ``backends`` or ``puzzle_rms``::
+:func:`rmsprop_reference` and :func:`sgd_reference` run :mod:`puzzle_rms.backends.reference`, the
+library's one statement of the kernels' math, over the tensors as segments of one flat float64 buffer:
+the backends' optimizers are compared with it. :func:`textbook_rmsprop` is independent of it (no code
+from ``backends`` or ``puzzle_rms``), written from RMSProp's docstring, one tensor at a time::
 
     ms  = factor * ms + (1 - factor) * g**2
     den = sqrt(ms + eps)   if epsInSqrt   else   sqrt(ms) + eps
-    w   = w - lr * mult * g / den
+    w   = w - lr * mult * g / den                 (and every option, as the docstring states it)
+
+and checks the reference (tests/test_reference.py) and the optimizer end to end.
 """
 from __future__ import annotations
 
@@ -15,6 +20,8 @@ import numpy as np
 
 from puzzle_rms import backends
 from puzzle_rms import Variable
+from puzzle_rms.backends import reference
+from puzzle_rms.backends.backend import Backend, hyper_vector
 
 SHAPES = [(3, 4), (7,), (2, 3, 5), (1,), (150, 130)]  # the last spans several kernel blocks
 
@@ -28,31 +35,97 @@ def random_problem(gen: np.random.Generator, shapes: Sequence[tuple], steps: int
     return weights, grads
 
 
+def _flat(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    return np.concatenate([np.ravel(x).astype(np.float64) for x in arrays])
+
+
+def _split(flat: np.ndarray, like: Sequence[np.ndarray]) -> list[np.ndarray]:
+    sizes = [x.size for x in like]
+    return [part.reshape(x.shape) for part, x in zip(np.split(flat, np.cumsum(sizes)[:-1]), like)]
+
+
+def _segment_table(lr: float, multipliers: np.ndarray) -> np.ndarray:
+    """``[lr, wd, wScale, segGradScale]`` per tensor: no weight decay, no norm clipping."""
+    ones = np.ones_like(multipliers)
+    return np.stack([lr * multipliers, 0 * ones, ones, ones], axis=1)
+
+
 def rmsprop_reference(weights: Sequence[np.ndarray], grads: Sequence[Sequence[np.ndarray]],
                       learnRates: Sequence[float], factor: float, epsilon: float, epsInSqrt: bool,
                       multipliers: Optional[Sequence[float]] = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Weights and mean squares after ``len(grads)`` steps of plain RMSProp (float64, zero initial state)."""
-    w = [np.array(x, dtype=np.float64) for x in weights]
-    ms = [np.zeros_like(x) for x in w]
-    multipliers = [1.0] * len(w) if multipliers is None else multipliers
+    """Weights and mean squares after ``len(grads)`` steps of plain RMSProp (float64, zero initial state),
+    computed by :func:`puzzle_rms.backends.reference.rmsprop_update`."""
+    layout = Backend().make_layout([x.size for x in weights])
+    w, ms = _flat(weights), np.zeros(layout.size)
+    mult = np.ones(len(weights)) if multipliers is None else np.asarray(multipliers, dtype=np.float64)
+    hyper = hyper_vector(rho=factor, oneMinusRho=1 - factor, epsIn=epsilon if epsInSqrt else 0.0,
+                         epsOut=0.0 if epsInSqrt else epsilon)
     for stepGrads, lr in zip(grads, learnRates):
-        for i, g in enumerate(stepGrads):
-            g = np.asarray(g, dtype=np.float64)
-            ms[i] = factor * ms[i] + (1 - factor) * g * g
-            den = np.sqrt(ms[i] + epsilon) if epsInSqrt else np.sqrt(ms[i]) + epsilon
-            w[i] = w[i] - lr * multipliers[i] * g / den
-    return w, ms
+        reference.rmsprop_update(w, _flat(stepGrads), ms, None, None, layout, _segment_table(lr, mult), hyper)
+    return _split(w, weights), _split(ms, weights)
 
 
 def sgd_reference(weights: Sequence[np.ndarray], grads: Sequence[Sequence[np.ndarray]], learnRates: Sequence[float],
                   multipliers: Optional[Sequence[float]] = None) -> list[np.ndarray]:
-    """Weights after plain gradient descent ``w -= lr * mult * g`` (float64)."""
-    w = [np.array(x, dtype=np.float64) for x in weights]
-    multipliers = [1.0] * len(w) if multipliers is None else multipliers
+    """Weights after plain gradient descent ``w -= lr * mult * g`` (float64), computed by
+    :func:`puzzle_rms.backends.reference.sgd_update`."""
+    layout = Backend().make_layout([x.size for x in weights])
+    w = _flat(weights)
+    mult = np.ones(len(weights)) if multipliers is None else np.asarray(multipliers, dtype=np.float64)
     for stepGrads, lr in zip(grads, learnRates):
-        for i, g in enumerate(stepGrads):
-            w[i] = w[i] - lr * multipliers[i] * np.asarray(g, dtype=np.float64)
-    return w
+        reference.sgd_update(w, _flat(stepGrads), layout, _segment_table(lr, mult), hyper_vector())
+    return _split(w, weights)
+
+
+def textbook_rmsprop(w0: np.ndarray, grads: Sequence[np.ndarray], learnRate: Any = 0.05, factor: float = 0.9,
+                     epsilon: float = 1e-5, epsInSqrt: bool = False, momentum: float = 0.0, lrInMomentum: bool = True,
+                     nesterov: bool = False, centered: bool = False, initialMeanSquare: float = 0.0,
+                     biasCorrection: bool = False, weightDecay: float = 0.0, decoupledWeightDecay: float = 0.0,
+                     wdBeforeClip: bool = True, clipValue: Optional[float] = None,
+                     clipWeights: Optional[float] = None, maximize: bool = False, lossScale: float = 1.0,
+                     clipNorm: Optional[float] = None, multiplier: float = 1.0) -> tuple[np.ndarray, dict]:
+    """One tensor through ``len(grads)`` RMSProp steps, literally as RMSProp's docstring states it (float64).
+
+    The defaults are RMSProp's (factor 0.9, epsilon 1e-5, eps outside the root, lr inside the momentum). Written
+    from the docstring, without any code from ``backends`` or ``puzzle_rms``: it checks the library's reference
+    (tests/test_reference.py) and the optimizer end to end (tests/test_rmsprop_options.py)."""
+    w = np.array(w0, dtype=np.float64)
+    ms = np.full_like(w, initialMeanSquare)
+    mg = np.zeros_like(w)
+    mom = np.zeros_like(w)
+    for t, g in enumerate(grads, start=1):
+        lr = (learnRate(t - 1) if callable(learnRate) else learnRate) * multiplier
+        g = np.asarray(g, dtype=np.float64) / lossScale
+        if maximize:
+            g = -g
+        if clipNorm is not None:
+            g = g * min(1.0, clipNorm / np.linalg.norm(g))
+        w = w - lr * decoupledWeightDecay * w
+        if wdBeforeClip:
+            g = g + weightDecay * w
+        if clipValue is not None:
+            g = np.clip(g, -clipValue, clipValue)
+        if not wdBeforeClip:
+            g = g + weightDecay * w
+        ms = factor * ms + (1 - factor) * g * g
+        mg = factor * mg + (1 - factor) * g
+        correction = 1.0 / (1.0 - factor ** t) if biasCorrection else 1.0
+        variance = np.maximum(correction * ms - (correction * mg) ** 2, 0.0) if centered else correction * ms
+        den = np.sqrt(variance + epsilon) if epsInSqrt else np.sqrt(variance) + epsilon
+        if momentum > 0 and nesterov:
+            mom = momentum * mom + lr * g / den
+            w = w - (lr * g / den + momentum * mom)
+        elif momentum > 0 and lrInMomentum:
+            mom = momentum * mom + lr * g / den
+            w = w - mom
+        elif momentum > 0:
+            mom = momentum * mom + g / den
+            w = w - lr * mom
+        else:
+            w = w - lr * g / den
+        if clipWeights is not None:
+            w = np.clip(w, -clipWeights, clipWeights)
+    return w, {"ms": ms, "mg": mg, "mom": mom}
 
 
 def make_variables(weights: Sequence[np.ndarray], multipliers: Optional[Sequence[float]] = None) -> list:

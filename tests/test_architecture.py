@@ -20,11 +20,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCES = {ROOT / "puzzle_rms": "puzzle_rms", ROOT / "backends": "puzzle_rms.backends"}
 BACKENDS = "puzzle_rms.backends"
 
-# TEMPORARY, removed at merge: numba_kernels takes FASTMATH from numba_backend, which imports numba_kernels
-# back (deferred). That cycle is being removed in the Numba backend's own branch; no other edge is excused.
-KNOWN_EDGES = {("puzzle_rms.backends.numba_kernels", "puzzle_rms.backends.numba_backend")}
-
-
 def module_files() -> dict[str, tuple[Path, bool]]:
     """Dotted module name -> (file, whether it is a package's ``__init__.py``)."""
     modules = {}
@@ -82,7 +77,7 @@ def import_graph() -> dict[str, dict[str, int]]:
         edges = graph.setdefault(module, {})
         for name, line, _ in imports_of(module, path, isPackage):
             for target in [*_ancestors(name), name]:
-                if target in modules and target not in running and (module, target) not in KNOWN_EDGES:
+                if target in modules and target not in running:
                     edges.setdefault(target, line)
     return graph
 

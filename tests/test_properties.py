@@ -1,10 +1,19 @@
-"""Property-based tests (hypothesis): the Numba kernels agree with the NumPy reference backend, and invariants hold.
+"""Property-based tests (hypothesis): both CPU backends' kernels agree with the library's reference, the Numba
+and NumPy backends agree through the whole optimizer, and invariants hold.
 
-Random variable shapes (empty, 0-d, one element, small matrices), dtypes (float16, float32, float64, mixed
+Kernels: for random layouts (dense segments or lazy rows, empty to larger than a block), dtypes, per-segment
+tables, options and step numbers, one step of each CPU backend equals one step of
+:mod:`puzzle_rms.backends.reference` on the same inputs, within the tolerance of tests/kernel_check.py. The
+state is drawn well conditioned: ``ms >= 0.01``, ``factor >= 0.1`` and, when centered, ``mg**2 <= ms / 2``
+without bias correction (with it, the centered variance of a real history is a cancellation whose rounding
+noise a float32 kernel cannot share with a float64 reference; tests/test_kernels.py covers that combination
+from a conditioned state).
+
+Optimizer: random variable shapes (empty, 0-d, one element, small matrices), dtypes (float16, float32, float64, mixed
 in one optimizer), hyperparameters, every RMSProp option and every ``RMSProp.like`` preset; a few steps with
 fresh random gradients each; local and global state. Runs are deterministic (``derandomize=True``).
 
-Tolerance, per array, against the NumPy backend's values ``ref``::
+Tolerance of the optimizer runs, per array, against the NumPy backend's values ``ref``::
 
     |numba - ref| <= RTOL * |ref| + RTOL * (1 + max|ref|)       (plus one float16 ulp for float16 parameters)
 
@@ -14,9 +23,10 @@ over a few steps that stays far inside these bounds, while a wrong formula moves
 float16 parameters are computed in float32 and rounded, so one ulp of float32 difference can round to
 neighbouring float16 values: hence the extra float16 ulp.
 
-Conditioning: the centered variance ``ms - mg**2`` is at least ``factor**t * ms`` (Cauchy-Schwarz), so
-centered draws use ``factor >= 0.1``. With bias correction it is exactly 0 at the first step, so any two
-implementations return rounding noise there: that combination draws eps inside the root, >= 1e-3.
+Conditioning of the optimizer runs: the centered variance ``ms - mg**2`` is at least ``factor**t * ms``
+(Cauchy-Schwarz), so centered draws use ``factor >= 0.1``. With bias correction it is exactly 0 at the
+first step, so any two implementations return rounding noise there: that combination draws eps inside
+the root, >= 1e-3.
 """
 from __future__ import annotations
 
@@ -27,6 +37,8 @@ import pytest
 from backend_switch import using
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kernel_check import DTYPES as KERNEL_DTYPES
+from kernel_check import assert_step_close, backend_step, reference_step
 
 from puzzle_rms import backends
 from puzzle_rms.optimizers import RMSProp
@@ -120,6 +132,62 @@ def problems(draw: Any) -> dict[str, Any]:
                 poisonStep=draw(st.integers(0, STEPS - 1)))
 
 
+@st.composite
+def kernel_cases(draw: Any) -> dict[str, Any]:
+    """Options (see the module docstring for the conditioning), a step number, segment sizes, lazy rows or
+    not, a dtype combination and a seed for the arrays."""
+    options = draw(rmsprop_options())
+    options["factor"] = max(options["factor"], 0.1)
+    if options["centered"]:
+        options["biasCorrection"] = False
+    return dict(options=options, t=draw(st.integers(1, 6)), lazy=draw(st.booleans()),
+                sizes=draw(st.lists(st.sampled_from([0, 1, 5, 17, 1500, 40000]), min_size=1, max_size=4)),
+                dtype=draw(st.sampled_from(sorted(KERNEL_DTYPES))), seed=draw(st.integers(0, 2 ** 32 - 1)))
+
+
+def kernel_inputs(case: dict[str, Any], backend: Any) -> tuple:
+    """The layout on ``backend``, the weight buffer size, the per-segment table, the arrays and the gradient."""
+    gen = np.random.default_rng(case["seed"])
+    options, sizes = case["options"], np.array(case["sizes"])
+    wDtype, gDtype, sDtype = KERNEL_DTYPES[case["dtype"]]
+    if case["lazy"]:  # the rows in a random order, with gaps, in the weights; back to back in the gradient
+        order = gen.permutation(sizes.size)
+        slots = sizes[order] + gen.integers(0, 4, sizes.size)
+        wOffsets = np.empty(sizes.size, np.int64)
+        wOffsets[order] = np.cumsum(slots) - slots
+        size = int(slots.sum())
+        layout = backend.make_layout(sizes, wOffsets, np.cumsum(sizes) - sizes)
+    else:
+        size = int(sizes.sum())
+        layout = backend.make_layout(sizes)
+    n = sizes.size
+    lr = 10.0 ** gen.uniform(-4, -1, n)
+    table = np.stack([lr, options["weightDecay"] * gen.integers(0, 2, n),
+                      1.0 - lr * options["decoupledWeightDecay"], gen.choice([1.0, 0.3, 0.9], n)], axis=1)
+    ms = gen.uniform(0.01, 2.0, size)
+    arrays = {"w": gen.uniform(-2, 2, size).astype(wDtype), "ms": ms.astype(sDtype)}
+    if options["centered"]:
+        arrays["mg"] = (gen.uniform(-1, 1, size) * np.sqrt(ms / 2)).astype(sDtype)
+    if options["momentum"]:
+        arrays["mom"] = (0.1 * gen.standard_normal(size)).astype(sDtype)
+    g = (gen.standard_normal(layout.size) * gen.uniform(0.1, 3) * options["lossScale"]).astype(gDtype)
+    return layout, table, arrays, g
+
+
+@settings(PROPERTY_SETTINGS, max_examples=200)
+@given(case=kernel_cases())
+def test_kernels_match_the_reference_for_every_option(case):
+    options = case["options"]
+    hyper = RMSProp(**options).hyper(1.0 / options["lossScale"], case["t"])
+    for name in ("numpy", "numba"):
+        with using(name):
+            backend = backends.current()
+            layout, table, arrays, g = kernel_inputs(case, backend)
+            want = reference_step(arrays, g, layout, table, hyper)
+            got = backend_step(backend, arrays, g, layout, table, hyper)
+            assert_step_close(got, want, f"{name}, {case}")
+
+
 # --- running both backends ----------------------------------------------------------------------
 def make_pair(weights: list[np.ndarray], build: Any, useGlobalState: bool) -> dict[str, tuple]:
     """The same variables and optimizer on each backend."""
@@ -182,7 +250,7 @@ def run_and_compare(problem: dict[str, Any], build: Any, context: str) -> None:
         assert_close(results["numba"], results["numpy"], f"{context}, step {step}")
 
 
-# --- the properties -----------------------------------------------------------------------------
+# --- the optimizer on both backends --------------------------------------------------------------
 @PROPERTY_SETTINGS
 @given(problem=problems(), options=rmsprop_options())
 def test_numba_matches_numpy_for_every_option(problem, options):

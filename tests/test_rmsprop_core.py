@@ -1,7 +1,8 @@
-"""RMSProp and SGD against an independent NumPy reference, the published golden values, and setupOn's errors.
+"""RMSProp and SGD against the library's reference, the published golden values, and setupOn's errors.
 
-Every test runs on each CPU backend (``backend_name``): the NumPy backend and the
-Numba kernels must both equal the float64 reference in tests/rmsprop_reference.py.
+Every test runs on each CPU backend (``backend_name``): the NumPy backend and the Numba kernels
+must both equal the float64 reference (:mod:`puzzle_rms.backends.reference`, run over the tensors
+by tests/rmsprop_reference.py), which tests/test_reference.py checks against the textbook.
 """
 from __future__ import annotations
 

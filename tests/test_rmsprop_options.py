@@ -1,16 +1,16 @@
 """Every RMSProp option against a plain NumPy statement of its documented formula, on each CPU backend.
 
-The reference below is written from RMSProp's docstring, one option at a time, in float64, without
-any code from ``backends`` or ``puzzle_rms``. Each case runs four steps with changing gradients, a
-large epsilon (so eps placement shows) and, where lr placement matters, a learning rate that
-changes between steps; each case also checks that turning its option off changes the numbers, so
-the comparison can tell the variants apart.
+The statement (``textbook_rmsprop`` in tests/rmsprop_reference.py) is written from RMSProp's docstring,
+one option at a time, in float64, without any code from ``backends`` or ``puzzle_rms``. Each case runs
+four steps with changing gradients, a large epsilon (so eps placement shows) and, where lr placement
+matters, a learning rate that changes between steps; each case also checks that turning its option off
+changes the numbers, so the comparison can tell the variants apart.
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from rmsprop_reference import run_named
+from rmsprop_reference import run_named, textbook_rmsprop
 
 from puzzle_rms import backends
 from puzzle_rms import Variable
@@ -27,52 +27,6 @@ def host(x):
 
 def changing_lr(step):
     return [0.05, 0.02, 0.08, 0.03][step]
-
-
-def reference(w0, grads, learnRate=0.05, factor=0.9, epsilon=1e-5, epsInSqrt=False, momentum=0.0,
-              lrInMomentum=True, nesterov=False, centered=False, initialMeanSquare=0.0, biasCorrection=False,
-              weightDecay=0.0, decoupledWeightDecay=0.0, wdBeforeClip=True, clipValue=None, clipWeights=None,
-              maximize=False, lossScale=1.0, clipNorm=None, multiplier=1.0):
-    """One tensor through ``len(grads)`` RMSProp steps, literally as RMSProp's docstring states it (float64).
-
-    The defaults are RMSProp's (factor 0.9, epsilon 1e-5, eps outside the root, lr inside the momentum)."""
-    w = np.array(w0, dtype=np.float64)
-    ms = np.full_like(w, initialMeanSquare)
-    mg = np.zeros_like(w)
-    mom = np.zeros_like(w)
-    for t, g in enumerate(grads, start=1):
-        lr = (learnRate(t - 1) if callable(learnRate) else learnRate) * multiplier
-        g = np.asarray(g, dtype=np.float64) / lossScale
-        if maximize:
-            g = -g
-        if clipNorm is not None:
-            g = g * min(1.0, clipNorm / np.linalg.norm(g))
-        w = w - lr * decoupledWeightDecay * w
-        if wdBeforeClip:
-            g = g + weightDecay * w
-        if clipValue is not None:
-            g = np.clip(g, -clipValue, clipValue)
-        if not wdBeforeClip:
-            g = g + weightDecay * w
-        ms = factor * ms + (1 - factor) * g * g
-        mg = factor * mg + (1 - factor) * g
-        correction = 1.0 / (1.0 - factor ** t) if biasCorrection else 1.0
-        variance = np.maximum(correction * ms - (correction * mg) ** 2, 0.0) if centered else correction * ms
-        den = np.sqrt(variance + epsilon) if epsInSqrt else np.sqrt(variance) + epsilon
-        if momentum > 0 and nesterov:
-            mom = momentum * mom + lr * g / den
-            w = w - (lr * g / den + momentum * mom)
-        elif momentum > 0 and lrInMomentum:
-            mom = momentum * mom + lr * g / den
-            w = w - mom
-        elif momentum > 0:
-            mom = momentum * mom + g / den
-            w = w - lr * mom
-        else:
-            w = w - lr * g / den
-        if clipWeights is not None:
-            w = np.clip(w, -clipWeights, clipWeights)
-    return w, {"ms": ms, "mg": mg, "mom": mom}
 
 
 def problem(seed=1, dtype=np.float64):
@@ -138,12 +92,12 @@ def test_option_matches_reference(backend_name, case, useGlobalState):
         refOptions["learnRate"] = REFERENCE_LR[case]
     for name in SHAPES:
         refGrads = [g[name] * lossScale for g in grads]
-        want, state = reference(weights[name], refGrads, **refOptions)
+        want, state = textbook_rmsprop(weights[name], refGrads, **refOptions)
         np.testing.assert_allclose(got[name], want, **F64, err_msg=f"{case}: weights of {name}")
         for buffer, value in optimizer.stateOf(name).items():
             np.testing.assert_allclose(host(value), state[buffer], **F64, err_msg=f"{case}: {buffer} of {name}")
         contrast = dict(refOptions, **{contrastKey: contrastValue})
-        other, _ = reference(weights[name], refGrads, **contrast)
+        other, _ = textbook_rmsprop(weights[name], refGrads, **contrast)
         assert np.abs(other - want).max() > 1e-6, f"{case}: {contrastKey}={contrastValue!r} should change the result"
 
 
@@ -177,7 +131,7 @@ def test_global_clip_norm_scales_all_tensors_together(backend_name, useGlobalSta
     factors = [min(1.0, clip / np.sqrt(sum(np.sum(g[name] ** 2) for name in SHAPES))) for g in grads]
     assert min(factors) < 1.0 and max(factors) == 1.0  # some steps clipped, some not
     for name in SHAPES:
-        want, _ = reference(weights[name], [f * g[name] for f, g in zip(factors, grads)], learnRate=0.05,
+        want, _ = textbook_rmsprop(weights[name], [f * g[name] for f, g in zip(factors, grads)], learnRate=0.05,
                             momentum=0.5)
         np.testing.assert_allclose(got[name], want, **F64)
 
@@ -196,7 +150,7 @@ def test_learn_rate_reassigned_between_steps(backend_name, useGlobalState):
             variables[name].grad[...] = backend.to_device(g)
         optimizer.update()
     for name in SHAPES:
-        want, _ = reference(weights[name], [g[name] for g in grads], learnRate=lambda t: rates[t], momentum=0.9,
+        want, _ = textbook_rmsprop(weights[name], [g[name] for g in grads], learnRate=lambda t: rates[t], momentum=0.9,
                             lrInMomentum=False)
         np.testing.assert_allclose(host(variables[name].data), want, **F64)
 
@@ -233,7 +187,7 @@ def test_parameter_groups_and_multipliers(backend_name, useGlobalState):
         "g1.bias": dict(learnRate=lambda step: 0.01 * (step + 1), decoupledWeightDecay=0.2),
     }
     for name, options in expected.items():
-        want, _ = reference(weights[name], [g[name] for g in grads], epsilon=0.02, momentum=0.5, **options)
+        want, _ = textbook_rmsprop(weights[name], [g[name] for g in grads], epsilon=0.02, momentum=0.5, **options)
         np.testing.assert_allclose(host(variables[name].data), want, **F64, err_msg=name)
 
 
@@ -266,7 +220,8 @@ def test_dynamic_loss_scale_skips_with_state_untouched(backend_name, useGlobalSt
     assert scaler.scale == 64.0  # 64 -> (1 good) -> 32 (overflow) -> 64 (2 good) -> (1 good, not yet 2)
     assert optimizer.t == STEPS and optimizer.skippedSteps == 1
     for name in SHAPES:
-        want, _ = reference(weights[name], [g[name] for g in applied], learnRate=0.05, centered=True, momentum=0.5)
+        want, _ = textbook_rmsprop(weights[name], [g[name] for g in applied], learnRate=0.05, centered=True,
+                                   momentum=0.5)
         np.testing.assert_allclose(host(variables[name].data), want, **F64)
 
 
@@ -292,7 +247,7 @@ def test_float16_parameters_compute_in_float32(backend_name, useGlobalState, mas
         assert variables[name].dtype == np.float16
         g16 = [g[name].astype(np.float16).astype(np.float64) for g in grads]
         if masterWeights:
-            want, _ = reference(weights[name].astype(np.float64), g16, **options)
+            want, _ = textbook_rmsprop(weights[name].astype(np.float64), g16, **options)
             np.testing.assert_allclose(host(state["master"]), want, rtol=1e-5, atol=1e-6)
             np.testing.assert_array_equal(host(variables[name].data), host(state["master"]).astype(np.float16))
         else:

@@ -21,7 +21,7 @@ def _numba_probes() -> tuple[Callable, Callable]:
     """Fused CPU loops with the step's access pattern and trivial, bounded arithmetic (compiled on first use)."""
     from numba import njit, prange
 
-    from puzzle_rms.backends.numba_backend import FASTMATH
+    from puzzle_rms.backends.numba_kernels import FASTMATH
 
     @njit(parallel=True, error_model="numpy", fastmath=FASTMATH)
     def plain(w, g, ms, half):  # reads w, g, ms; writes w, ms
