@@ -83,6 +83,25 @@ class NumbaBackend(Backend):
         if half:
             np.copyto(w, wc, casting="unsafe")
 
+    def rmsprop_update_compressed(self, w: np.ndarray, g: np.ndarray, ms: np.ndarray, msScale: Optional[np.ndarray],
+                                  mg: Optional[np.ndarray], mom: Optional[np.ndarray], layout: Layout,
+                                  segParams: np.ndarray, hyper: np.ndarray, scaleStarts: Optional[np.ndarray],
+                                  keys: np.ndarray) -> None:
+        if layout.hostBlocks.shape[0] == 0:
+            return
+        from . import numba_state_kernels as state
+
+        half = w.dtype == np.float16
+        wc = self._f32("w", w) if half else w
+        gc = self._f32("g", g) if g.dtype == np.float16 else g
+        none16 = np.zeros(0, np.uint16)
+        kernel = state.rmsprop_compressed if layout.size >= PARALLEL_MIN_ELEMENTS else state.rmsprop_compressed_serial
+        kernel(wc, gc, ms, np.zeros(0, np.float32) if msScale is None else msScale, none16 if mg is None else mg,
+               none16 if mom is None else mom, layout.blocks, segParams, hyper.astype(np.float32),
+               layout.blocks[:, 0] if scaleStarts is None else scaleStarts, keys, mg is not None, mom is not None)
+        if half:
+            np.copyto(w, wc, casting="unsafe")
+
     def sgd_update(self, w: np.ndarray, g: np.ndarray, layout: Layout, segParams: np.ndarray,
                    hyper: np.ndarray) -> None:
         if layout.hostBlocks.shape[0] == 0:

@@ -1,0 +1,201 @@
+"""Numba kernels of the RMSProp step on compressed state (formula and codes: :mod:`puzzle_rms.backends.reference`).
+
+One ``prange`` over the layout's blocks, as in :mod:`puzzle_rms.backends.numba_kernels`. Each element is
+decoded, stepped in float32 and encoded in one pass; an 8-bit block goes in quantization blocks of 256
+elements, whose new mean squares wait in a 256-element scratch row until their maximum (the new
+scale) is known. The codes must round exactly as the reference does, so this file compiles without
+fast-math (no reassociation, reciprocals or contractions); the hash runs in 64-bit integers masked to
+32 bits. ``eight``, ``centered`` and ``momentum`` are literals at every call of the element loops.
+"""
+import numpy as np
+from numba import njit, prange
+
+from .backend import HYPER_INDEX as H
+from .compressed_state import QUANT_BLOCK
+
+_GS, _CV, _WDPRE, _WDPOST = H["gradScale"], H["clipValue"], H["wdPre"], H["wdPost"]
+_RHO, _OMR, _EPSIN, _EPSOUT = H["rho"], H["oneMinusRho"], H["epsIn"], H["epsOut"]
+_MU, _NEST, _CW, _BCMS, _BCMG = H["mu"], H["nesterov"], H["clipWeights"], H["bcMs"], H["bcMg"]
+_C1LR, _C1FIX, _C2LR, _C2FIX, _C3LR = H["c1Lr"], H["c1Fixed"], H["c2Lr"], H["c2Fixed"], H["c3Lr"]
+
+_EXACT = dict(error_model="numpy", nogil=True)
+_INLINE = dict(inline="always", **_EXACT)
+_PARALLEL = dict(parallel=True, cache=True, **_EXACT)
+_SERIAL = dict(cache=True, **_EXACT)
+
+_M32 = np.uint64(0xFFFFFFFF)
+_K1, _K2 = np.uint64(0x7FEB352D), np.uint64(0x846CA68B)
+_S8, _S15, _S16 = np.uint64(8), np.uint64(15), np.uint64(16)
+_SIGNLESS, _INF_BITS, _QUIET = np.uint64(0x7FFFFFFF), np.uint64(0x7F800000), np.uint64(0x40)
+_F255 = np.float32(255)
+_U24 = np.float32(2.0 ** -24)
+
+
+@njit(**_EXACT)
+def mix32(x):
+    """:func:`~puzzle_rms.backends.compressed_state.mix32` of a uint64 holding a 32-bit value."""
+    x = x ^ (x >> _S16)
+    x = (x * _K1) & _M32
+    x = x ^ (x >> _S15)
+    x = (x * _K2) & _M32
+    return x ^ (x >> _S16)
+
+
+@njit(**_EXACT)
+def bf16_decode(u):
+    return np.uint32(np.uint32(u) << np.uint32(16)).view(np.float32)
+
+
+@njit(**_EXACT)
+def bf16_encode(x, bits):
+    """float32 ``x`` to a bfloat16 bit pattern, rounded up in magnitude when ``bits >> 16`` carries."""
+    b = np.uint64(np.float32(x).view(np.uint32))
+    if (b & _SIGNLESS) > _INF_BITS:
+        return np.uint16((b >> _S16) | _QUIET)
+    return np.uint16((b + (bits >> _S16)) >> _S16)
+
+
+@njit(**_EXACT)
+def q8_decode(q, scale):
+    lo = np.float32(q) / _F255
+    return scale * (lo * lo)
+
+
+@njit(**_EXACT)
+def q8_code(y, bits):
+    """The code of ``y = x / scale`` (finite scale > 0), stochastically rounded by ``bits``."""
+    y = max(y, np.float32(0))
+    q0 = min(np.int64(np.sqrt(y) * _F255), 254)
+    lo = np.float32(q0) / _F255
+    hi = np.float32(q0 + 1) / _F255
+    a = lo * lo
+    u = np.float32(bits >> _S8) * _U24
+    return np.uint8(q0 + 1) if u * (hi * hi - a) < y - a else np.uint8(q0)
+
+
+@njit(**_EXACT)
+def bf16_encode_array(x, index0, key, out):
+    """``out[i] = bf16_encode(x[i])`` for elements at flat positions ``index0 + i`` (for tests)."""
+    for i in range(x.size):
+        out[i] = bf16_encode(x[i], mix32(np.uint64(index0 + i) & _M32 ^ np.uint64(key)))
+
+
+@njit(**_EXACT)
+def q8_encode_array(x, index0, key, out, scales):
+    """The 8-bit code of ``x`` (one segment at flat position ``index0``) into ``out`` and ``scales``."""
+    for k in range(scales.size):
+        lo = k * QUANT_BLOCK
+        hi = min(lo + QUANT_BLOCK, x.size)
+        scales[k] = _q8_store(x[lo:hi], out[lo:hi], index0 + lo, np.uint64(key))
+
+
+@njit(**_EXACT)
+def _q8_store(row, out, index0, key):
+    """Encode one quantization block ``row`` into ``out``; returns its scale."""
+    scale = np.float32(0)
+    nan = False
+    for i in range(row.size):
+        x = row[i]
+        nan = nan or x != x
+        scale = max(scale, x)
+    if nan:
+        scale = np.float32(np.nan)
+    if not np.isfinite(scale):
+        out[:] = 255
+    elif scale == np.float32(0):
+        out[:] = 0
+    else:
+        for i in range(row.size):
+            out[i] = q8_code(row[i] / scale, mix32(np.uint64(index0 + i) & _M32 ^ key))
+    return scale
+
+
+@njit(**_INLINE)
+def _elements(w0, n, ww, gg, mm, qs, aa, vv, p, hyper, keys, row, eight, centered, momentum):
+    """Decode, step and encode elements ``0 .. n-1`` of a block at flat position ``w0``; with ``eight`` the
+    new mean squares go to ``row`` (encoded by the caller) and ``qs`` is the block's scale."""
+    gradScale, wScale, wdPre, wdPost, lr, c1, c2, c3 = p
+    zero = np.float32(0)
+    rho, omr, epsIn, epsOut = hyper[_RHO], hyper[_OMR], hyper[_EPSIN], hyper[_EPSOUT]
+    mu, nesterov, cv, cw, bcMs, bcMg = hyper[_MU], hyper[_NEST], hyper[_CV], hyper[_CW], hyper[_BCMS], hyper[_BCMG]
+    kMs, kMg, kMom = np.uint64(keys[0]), np.uint64(keys[1]), np.uint64(keys[2])
+    for i in range(n):
+        index = np.uint64(w0 + i) & _M32
+        wi = np.float32(ww[i]) * wScale
+        gi = min(max(np.float32(gg[i]) * gradScale + wdPre * wi, -cv), cv) + wdPost * wi
+        if eight:
+            m = rho * q8_decode(mm[i], qs) + omr * gi * gi
+            row[i] = m
+        else:
+            m = rho * bf16_decode(mm[i]) + omr * gi * gi
+            mm[i] = bf16_encode(m, mix32(index ^ kMs))
+        if centered:
+            a = rho * bf16_decode(aa[i]) + omr * gi
+            aa[i] = bf16_encode(a, mix32(index ^ kMg))
+            v = max(bcMs * m - (bcMg * a) * (bcMg * a), zero)
+        else:
+            v = bcMs * m
+        u = gi / (np.sqrt(v + epsIn) + epsOut)
+        if momentum:
+            mv = mu * bf16_decode(vv[i]) + c1 * u
+            vv[i] = bf16_encode(mv, mix32(index ^ kMom))
+            wi = wi - c2 * mv
+            if nesterov != zero:
+                wi = wi - c3 * u
+        else:
+            wi = wi - lr * u
+        ww[i] = min(max(wi, -cw), cw)
+
+
+@njit(**_INLINE)
+def _variant(w0, n, ww, gg, mm, qs, aa, vv, p, hyper, keys, row, eight, centered, momentum):
+    """:func:`_elements` with ``centered`` and ``momentum`` turned into literals."""
+    if centered and momentum:
+        _elements(w0, n, ww, gg, mm, qs, aa, vv, p, hyper, keys, row, eight, True, True)
+    elif centered:
+        _elements(w0, n, ww, gg, mm, qs, aa, vv, p, hyper, keys, row, eight, True, False)
+    elif momentum:
+        _elements(w0, n, ww, gg, mm, qs, aa, vv, p, hyper, keys, row, eight, False, True)
+    else:
+        _elements(w0, n, ww, gg, mm, qs, aa, vv, p, hyper, keys, row, eight, False, False)
+
+
+@njit(**_INLINE)
+def _block(b, w, g, ms, scales, mg, mom, blocks, seg, hyper, scaleStarts, keys, centered, momentum):
+    w0 = blocks[b, 0]
+    n = blocks[b, 1] - w0
+    s = blocks[b, 2]
+    g0 = blocks[b, 3]
+    lr, wd, wScale = seg[s, 0], seg[s, 1], seg[s, 2]
+    p = (hyper[_GS] * seg[s, 3], wScale, wd * hyper[_WDPRE], wd * hyper[_WDPOST], lr,
+         hyper[_C1LR] * lr + hyper[_C1FIX], hyper[_C2LR] * lr + hyper[_C2FIX], hyper[_C3LR] * lr)
+    aa = mg[w0:w0 + n] if centered else mg
+    vv = mom[w0:w0 + n] if momentum else mom
+    if scales.size == 0:  # bfloat16 mean square
+        _variant(w0, n, w[w0:w0 + n], g[g0:g0 + n], ms[w0:w0 + n], np.float32(0), aa, vv, p, hyper, keys,
+                 scales, False, centered, momentum)
+        return
+    row = np.empty(QUANT_BLOCK, np.float32)
+    key = np.uint64(keys[0])
+    for k in range(0, n, QUANT_BLOCK):
+        m = min(QUANT_BLOCK, n - k)
+        q = scaleStarts[b] + k // QUANT_BLOCK
+        a = w0 + k
+        _variant(a, m, w[a:a + m], g[g0 + k:g0 + k + m], ms[a:a + m], scales[q],
+                 mg[a:a + m] if centered else mg, mom[a:a + m] if momentum else mom, p, hyper, keys, row, True,
+                 centered, momentum)
+        scales[q] = _q8_store(row[:m], ms[a:a + m], a, key)
+
+
+@njit(**_PARALLEL)
+def rmsprop_compressed(w, g, ms, scales, mg, mom, blocks, seg, hyper, scaleStarts, keys, centered, momentum):
+    """One fused RMSProp step on compressed state over every block, blocks spread over the threads."""
+    for b in prange(blocks.shape[0]):
+        _block(b, w, g, ms, scales, mg, mom, blocks, seg, hyper, scaleStarts, keys, centered, momentum)
+
+
+@njit(**_SERIAL)
+def rmsprop_compressed_serial(w, g, ms, scales, mg, mom, blocks, seg, hyper, scaleStarts, keys, centered, momentum):
+    """:func:`rmsprop_compressed` on the calling thread alone."""
+    for b in range(blocks.shape[0]):
+        _block(b, w, g, ms, scales, mg, mom, blocks, seg, hyper, scaleStarts, keys, centered, momentum)
