@@ -391,13 +391,18 @@ def _compare_entries(expected: dict[EntryKey, Any], saved: dict[EntryKey, dict],
     return lines
 
 
-def _saved_hyperparameters(meta: dict[str, Any]) -> dict[str, Any]:
+def _saved_hyperparameters(meta: dict[str, Any], optimizer: Any) -> dict[str, Any]:
     """The saved hyperparameters in today's shape.
 
     Version-1 files written before parameter groups lost their never-used ``extra`` field have
     ``"extra": {}`` in every group; it is dropped here. A non-empty ``extra`` is kept, so it shows as a mismatch.
+    A hyperparameter the optimizer added later is read, when absent, as the value its class declares in
+    ``HYPERPARAMETER_DEFAULTS`` (what files written before it meant).
     """
     saved = dict(meta["optimizer"]["hyperparameters"])
+    if saved.get("class") == optimizer.hyperparameters().get("class"):
+        for name, value in getattr(optimizer, "HYPERPARAMETER_DEFAULTS", {}).items():
+            saved.setdefault(name, value)
     if isinstance(saved.get("groups"), list):
         saved["groups"] = [{key: value for key, value in group.items() if not (key == "extra" and value == {})}
                            if isinstance(group, dict) else group for group in saved["groups"]]
@@ -436,7 +441,8 @@ def _load(owner: str, path: str, module: Any, optimizer: Any, hyperparameters: s
             mismatches += _compare_entries({k: v for k, v in expected.items() if k[0] == "optimizer"},
                                            {k: e for k, e in saved.items() if k[0] == "optimizer"}, "optimizer")
             if hyperparameters == "check":
-                mismatches += _compare_hyperparameters(_saved_hyperparameters(meta), optimizer.hyperparameters())
+                mismatches += _compare_hyperparameters(_saved_hyperparameters(meta, optimizer),
+                                                       optimizer.hyperparameters())
         if mismatches:
             raise CheckpointMismatchError(path, mismatches)
         values = {}

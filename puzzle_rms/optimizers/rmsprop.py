@@ -2,14 +2,19 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Union
+
+import numpy as np
 
 from puzzle_rms.backends.backend import hyper_vector
-from puzzle_rms.optimizers.buckets import Bucket
+from puzzle_rms.backends.compressed_state import STATE_DTYPE_ALIASES, STATE_DTYPES, state_keys
+from puzzle_rms.optimizers.buckets import Bucket, RowsView
+from puzzle_rms.optimizers.compressed import CompressedState
 from puzzle_rms.optimizers.loss_scale import DynamicLossScale
 from puzzle_rms.optimizers.optimizer import Optimizer
 from puzzle_rms.optimizers.presets import preset_arguments
-from puzzle_rms.validation import check_bool, check_optional_positive, check_range
+from puzzle_rms.sparse import RowSparseVariable
+from puzzle_rms.validation import check_bool, check_choice, check_int, check_optional_positive, check_range
 
 
 class RMSProp(Optimizer):
@@ -79,8 +84,10 @@ class RMSProp(Optimizer):
     HYPERPARAMETERS = Optimizer.HYPERPARAMETERS + (
         "factor", "epsilon", "epsInSqrt", "momentum", "lrInMomentum", "nesterov", "centered", "initialMeanSquare",
         "biasCorrection", "weightDecay", "decoupledWeightDecay", "decayFilter", "wdBeforeClip", "clipValue",
-        "clipWeights", "maximize", "useMasterWeights",
+        "clipWeights", "maximize", "useMasterWeights", "stateDtype", "stateSeed",
     )
+    # what checkpoints written before these hyperparameters existed meant by their absence
+    HYPERPARAMETER_DEFAULTS = {"stateDtype": "float32", "stateSeed": 0}
 
     def __init__(self, learnRate: Any = 1e-3, factor: float = 0.9, epsilon: float = 1e-5, nodeinfo: Any = None,
                  *, epsInSqrt: bool = False, momentum: float = 0.0, lrInMomentum: bool = True,
@@ -90,7 +97,8 @@ class RMSProp(Optimizer):
                  clipValue: Optional[float] = None, clipWeights: Optional[float] = None, maximize: bool = False,
                  masterWeights: bool = False, lossScale: Union[float, DynamicLossScale] = 1.0,
                  clipNorm: Optional[float] = None, globalClipNorm: Optional[float] = None,
-                 nonFinite: str = "raise", sparseUpdate: str = "dense") -> None:
+                 nonFinite: str = "raise", sparseUpdate: str = "dense", stateDtype: str = "float32",
+                 stateSeed: int = 0) -> None:
         super().__init__(learnRate, nodeinfo, lossScale, clipNorm, globalClipNorm, nonFinite, sparseUpdate)
         owner = "RMSProp"
         self.factor = check_range(owner, "factor", factor, 0.0, 1.0)
@@ -116,6 +124,10 @@ class RMSProp(Optimizer):
         self.clipWeights = check_optional_positive(owner, "clipWeights", clipWeights)
         self.maximize = check_bool(owner, "maximize", maximize)
         self.useMasterWeights = check_bool(owner, "masterWeights", masterWeights)
+        self.stateDtype = check_choice(owner, "stateDtype", STATE_DTYPE_ALIASES.get(stateDtype, stateDtype)
+                                       if isinstance(stateDtype, str) else stateDtype, STATE_DTYPES)
+        self.stateSeed = check_int(owner, "stateSeed", stateSeed, 0)
+        self._compressed: dict[int, CompressedState] = {}
 
     @classmethod
     def like(cls, name: str, **kwargs: Any) -> "RMSProp":
@@ -123,7 +135,8 @@ class RMSProp(Optimizer):
         argument names and defaults (``RMSProp.like("torch", lr=0.01, momentum=0.9)``).
 
         Names: puzzlelib, puzzlelib-graves, torch, keras, tf.keras, tf1, mindspore, mxnet, mxnet2, optax;
-        see :mod:`puzzle_rms.optimizers.presets` for what each one reproduces.
+        see :mod:`puzzle_rms.optimizers.presets` for what each one reproduces. ``stateDtype`` and
+        ``stateSeed`` (this toolkit's own, no framework's) pass through to :class:`RMSProp` with every preset.
 
         Raises
         ------
@@ -133,7 +146,8 @@ class RMSProp(Optimizer):
             An argument that framework does not have, or a required one missing; the message lists the
             preset's accepted arguments.
         """
-        return cls(**preset_arguments(name, kwargs))
+        own = {key: kwargs.pop(key) for key in ("stateDtype", "stateSeed") if key in kwargs}
+        return cls(**preset_arguments(name, kwargs), **own)
 
     def stateInit(self) -> dict[str, float]:
         state = {"ms": self.initialMeanSquare}
@@ -164,8 +178,68 @@ class RMSProp(Optimizer):
             bcMs=bias, bcMg=bias,
         )
 
-    def step(self, bucket: Bucket, segParams: Any, gradScale: float) -> None:
+    def step(self, bucket: Union[Bucket, RowsView], segParams: Any, gradScale: float) -> None:
         state = bucket.state
         weights = state["master"] if "master" in state else bucket.weights()
-        self.backend.rmsprop_update(weights, bucket.grads(), state["ms"], state.get("mg"), state.get("mom"),
-                                    bucket.layout, segParams, self.hyper(gradScale, self.t + 1))
+        hyper = self.hyper(gradScale, self.t + 1)
+        if self.stateDtype == "float32":
+            self.backend.rmsprop_update(weights, bucket.grads(), state["ms"], state.get("mg"), state.get("mom"),
+                                        bucket.layout, segParams, hyper)
+            return
+        owner = bucket.bucket if isinstance(bucket, RowsView) else bucket
+        self._compressed[id(owner)].update(weights, bucket.grads(), state, bucket.layout, segParams, hyper,
+                                           state_keys(self.stateSeed, self.t + 1), self.backend)
+
+    # --- compressed state -----------------------------------------------------------------------
+    def setupOn(self, target: Any, useGlobalState: bool = False) -> None:
+        if self.stateDtype != "float32":
+            owner = f"RMSProp(stateDtype={self.stateDtype!r}).setupOn"
+            for group in self._parse_groups(target):
+                for name, var in zip(group.names, group.variables):
+                    if np.dtype(var.dtype) not in (np.float16, np.float32):
+                        raise TypeError(f"{owner}: variable {name!r} is {np.dtype(var.dtype)}; compressed state "
+                                        f"needs float16 or float32 parameters (or stateDtype='float32')")
+                    if self.stateDtype == "int8" and self.sparseUpdate == "lazy" and isinstance(var, RowSparseVariable):
+                        raise ValueError(f"{owner}: variable {name!r} has row-sparse gradients, and the 8-bit "
+                                         f"state cannot recode part of a 256-element block; use "
+                                         f"sparseUpdate='dense' or stateDtype='bfloat16'")
+        super().setupOn(target, useGlobalState)
+
+    def _make_buckets(self, backend: Any, groups: Any, flat: bool) -> list[Bucket]:
+        buckets = super()._make_buckets(backend, groups, flat)
+        self._compressed = {} if self.stateDtype == "float32" else {
+            id(bucket): CompressedState(bucket, self.stateDtype, self.stateInit()) for bucket in buckets}
+        return buckets
+
+    def stateOf(self, name: str) -> dict[str, Any]:
+        views = super().stateOf(name)
+        if self.stateDtype == "int8":
+            bucket = next(b for b in self.buckets if name in b.names)
+            views["msScale"] = self._compressed[id(bucket)].scaleView(bucket.names.index(name))
+        return views
+
+    def stateArrays(self) -> dict[str, dict[str, Any]]:
+        """:meth:`Optimizer.stateArrays`; with ``stateDtype="int8"`` each variable also has ``msScale``, its
+        float32 scales (one per 256 elements), and ``ms`` holds the uint8 codes (bfloat16: uint16 patterns)."""
+        arrays = super().stateArrays()
+        if self.stateDtype == "int8":
+            for bucket in self.buckets:
+                for index, name in enumerate(bucket.names):
+                    arrays[name]["msScale"] = self._compressed[id(bucket)].scaleView(index)
+        return arrays
+
+    def loadState(self, arrays: Any, t: int, skippedSteps: int, lossScaleState: Any = None) -> None:
+        """:meth:`Optimizer.loadState`. State is never converted between stateDtypes: arrays of another
+        stateDtype (told by the dtype of ``ms`` and the presence of ``msScale``) are refused, by name."""
+        owner = "RMSProp.loadState"
+        if isinstance(arrays, Mapping):
+            for name, given in arrays.items():
+                ms = given.get("ms") if isinstance(given, Mapping) else None
+                if isinstance(ms, np.ndarray):
+                    saved = ("int8" if ms.dtype == np.uint8 else "bfloat16" if ms.dtype == np.uint16 else "float32")
+                    if saved != self.stateDtype:
+                        raise ValueError(f"{owner}: the state of variable {name!r} is stateDtype={saved!r} "
+                                         f"(ms is {ms.dtype}), this optimizer keeps stateDtype={self.stateDtype!r}; "
+                                         f"state is not converted: create the optimizer with "
+                                         f"stateDtype={saved!r}. Nothing was loaded.")
+        super().loadState(arrays, t, skippedSteps, lossScaleState)
