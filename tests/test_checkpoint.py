@@ -441,7 +441,7 @@ CHANGED_ARGUMENTS = {
     "nesterov": True, "centered": True, "initialMeanSquare": 1.0, "biasCorrection": True, "weightDecay": 0.1,
     "decoupledWeightDecay": 0.1, "decayFilter": _no_decay, "wdBeforeClip": False, "clipValue": 1.0,
     "clipWeights": 1.0, "maximize": True, "masterWeights": True, "lossScale": 8.0, "clipNorm": 1.0,
-    "globalClipNorm": 1.0, "sparseUpdate": "lazy",
+    "globalClipNorm": 1.0, "sparseUpdate": "lazy", "stateDtype": "bfloat16", "stateSeed": 1,
 }
 
 
