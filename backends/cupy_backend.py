@@ -169,6 +169,7 @@ class CupyBackend(Backend):
         self.xp = cupy
         self._functions: dict[tuple[str, Any, Any, Any], Any] = {}
         self._blockSums = cupy.empty(0, np.float64)
+        self._stateFunctions: dict[str, Any] = {}  # compressed-state kernels by their defines
 
     def _function(self, name: str, w: Any, g: Any, state: Any) -> Any:
         """Kernel ``name`` compiled for these weight, gradient and state dtypes (once per process)."""
@@ -209,6 +210,14 @@ class CupyBackend(Backend):
         kernel((nblocks,), (THREADS,), (w, g, ms, ms if mg is None else mg, ms if mom is None else mom,
                                         layout.blocks, segParams) + scalars
                + (np.int32(mg is not None), np.int32(mom is not None)))
+
+    def rmsprop_update_compressed(self, w: Any, g: Any, ms: Any, msScale: Optional[Any], mg: Optional[Any],
+                                  mom: Optional[Any], layout: Layout, segParams: Any, hyper: np.ndarray,
+                                  scaleStarts: Optional[Any], keys: np.ndarray) -> None:
+        from . import cupy_state_kernels
+
+        cupy_state_kernels.launch(self.xp, self._stateFunctions, w, g, ms, msScale, mg, mom, layout, segParams,
+                                  hyper, scaleStarts, keys)
 
     def sgd_update(self, w: Any, g: Any, layout: Layout, segParams: Any, hyper: np.ndarray) -> None:
         nblocks = layout.hostBlocks.shape[0]

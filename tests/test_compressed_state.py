@@ -268,15 +268,28 @@ def test_step_matches_the_reference(backend_name, stateDtype, variant, dtype):
         np.testing.assert_allclose(got["msScale"], want["msScale"], rtol=2e-6)
 
 
+def _run_on(name: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    """One step on backend ``name``: the inputs moved to it, the results back on the host."""
+    with using(name):
+        backend = backends.current()
+        a = {k: None if v is None else backend.to_device(v) for k, v in inputs["arrays"].items()}
+        layout = backend.make_layout(SIZES)
+        starts = scale_starts(layout.hostBlocks, np.cumsum(SIZES) - SIZES, scale_offsets(SIZES))
+        backend.rmsprop_update_compressed(a["w"], a["g"], a["ms"], a["msScale"], a["mg"], a["mom"], layout,
+                                          backend.seg_params(inputs["table"], np.float32), inputs["hyper"],
+                                          backend.to_device(starts), inputs["keys"])
+        return {k: None if v is None else backend.to_host(v) for k, v in a.items()}
+
+
+@pytest.mark.parametrize("other", ["numba", pytest.param("cupy", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
 @pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("stateDtype", ["bfloat16", "int8"])
-def test_numba_and_numpy_agree_bit_for_bit(stateDtype, variant):
-    pytest.importorskip("numba")
-    inputs = _step_inputs(stateDtype, variant, np.float32, seed=1)
-    with using("numpy"):
-        a = _run(backends.current(), inputs)
-    with using("numba"):
-        b = _run(backends.current(), inputs)
+def test_backends_agree_with_numpy_bit_for_bit(stateDtype, variant, dtype, other):
+    if backends.unavailable_reason(other):
+        pytest.skip(f"{other}: {backends.unavailable_reason(other)}")
+    inputs = _step_inputs(stateDtype, variant, dtype, seed=1)
+    a, b = _run_on("numpy", inputs), _run_on(other, inputs)
     for name in a:
         if a[name] is not None:
             assert np.array_equal(a[name], b[name], equal_nan=True), name
