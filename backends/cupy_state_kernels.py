@@ -28,6 +28,7 @@ __device__ __forceinline__ void store(unsigned short* p, float x) {
 __device__ __forceinline__ void store(float* p, float x) { *p = x; }
 __device__ __forceinline__ float clip(float x, float bound) { return x < -bound ? -bound : (x > bound ? bound : x); }
 
+#define R255 0.0039215688593685627f  // float32(1/255): 255 * R255 == 1 exactly
 __device__ __forceinline__ unsigned int mix32(unsigned int x) {
     x ^= x >> 16; x *= 0x7feb352du; x ^= x >> 15; x *= 0x846ca68bu; x ^= x >> 16; return x;
 }
@@ -38,14 +39,14 @@ __device__ __forceinline__ unsigned short bf16_encode(float x, unsigned int bits
     return (unsigned short)((b + (bits >> 16)) >> 16);
 }
 __device__ __forceinline__ float q8_decode(unsigned char q, float scale) {
-    const float lo = (float)q / 255.0f;
+    const float lo = (float)q * R255;
     return scale * (lo * lo);
 }
 __device__ __forceinline__ unsigned char q8_code(float y, unsigned int bits) {
     y = y > 0.0f ? y : 0.0f;
     int q0 = (int)(sqrtf(y) * 255.0f);
     q0 = q0 < 254 ? q0 : 254;
-    const float lo = (float)q0 / 255.0f, hi = (float)(q0 + 1) / 255.0f, a = lo * lo;
+    const float lo = (float)q0 * R255, hi = (float)(q0 + 1) * R255, a = lo * lo;
     const float u = (float)(bits >> 8) * 5.9604644775390625e-08f;  // 2**-24
     return (unsigned char)(u * (hi * hi - a) < y - a ? q0 + 1 : q0);
 }
@@ -117,7 +118,10 @@ extern "C" __global__ void rmsprop_compressed(
             unsigned char q;
             if (!isfinite(scale)) q = 255;
             else if (scale == 0.0f) q = 0;
-            else q = q8_code(m / scale, mix32(index ^ kMs));
+            else {
+                const float inv = 1.0f / scale;  // a subnormal scale's reciprocal overflows: divide instead
+                q = q8_code(isinf(inv) ? m / scale : m * inv, mix32(index ^ kMs));
+            }
             ms[k] = q;
         }
         if (threadIdx.x == 0) scales[scaleStarts[b] + base / 256] = scale;

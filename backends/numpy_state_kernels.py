@@ -15,7 +15,7 @@ import numpy as np
 
 from .backend import HYPER_INDEX as H
 from .compressed_state import QUANT_BLOCK
-from .reference import bf16_decode, bf16_encode, random_bits
+from .reference import R255, bf16_decode, bf16_encode, random_bits
 
 _F255 = np.float32(255)
 _U24 = np.float32(2.0 ** -24)
@@ -24,7 +24,7 @@ _U24 = np.float32(2.0 ** -24)
 def q8_decode_rows(q: np.ndarray, scales: np.ndarray) -> np.ndarray:
     """Decode ``n`` codes whose quantization blocks have the float32 ``scales`` (block ``k``: codes
     ``k*QUANT_BLOCK ...``)."""
-    lo = q.astype(np.float32) / _F255
+    lo = q.astype(np.float32) * R255
     return np.repeat(scales, QUANT_BLOCK)[:q.size] * (lo * lo)
 
 
@@ -36,15 +36,20 @@ def q8_encode_rows(x: np.ndarray, bits: np.ndarray) -> tuple[np.ndarray, np.ndar
     padded = np.zeros(rows * QUANT_BLOCK, np.float32)  # zeros never raise a maximum of non-negative values
     padded[:n] = x
     block = padded.reshape(rows, QUANT_BLOCK)
-    scales = block.max(axis=1)  # NaN when the block holds one
+    scales = block.max(axis=1)
+    scales[np.isnan(scales)] = np.float32(np.nan)  # one NaN pattern, whichever the block held
     finite = np.isfinite(scales)
     live = finite & (scales > 0)
     safe = np.where(live, scales, np.float32(1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        y = np.maximum(block / safe[:, None], np.float32(0))
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        inv = np.float32(1) / safe
+        y = block * inv[:, None]
+        tiny = ~np.isfinite(inv)  # subnormal scales: divide instead
+        y[tiny] = block[tiny] / safe[tiny, None]
+        y = np.maximum(y, np.float32(0))
         q0 = np.minimum((np.sqrt(y) * _F255).astype(np.int64), 254)
-    lo = q0.astype(np.float32) / _F255
-    hi = (q0 + 1).astype(np.float32) / _F255
+    lo = q0.astype(np.float32) * R255
+    hi = (q0 + 1).astype(np.float32) * R255
     a, b = lo * lo, hi * hi
     padBits = np.zeros(rows * QUANT_BLOCK, np.uint32)
     padBits[:n] = bits

@@ -46,10 +46,11 @@ state to float32 and encodes it with the codes below, bit for bit::
     bf16_decode(u) = float32 with bit pattern u << 16
     bf16_encode(x) = (bits32(x) + (bits >> 16)) >> 16            # stochastic rounding of the magnitude;
                                                                  # NaN: (bits32(x) >> 16) | 0x40
-    q8_decode(q, scale) = scale * (float32(q) / 255)**2          # float32 ops, in this order
+    q8_decode(q, scale) = scale * (float32(q) * R)**2            # float32 ops, in this order; R = float32(1/255)
     q8_encode(block):   scale = max(block)  (NaN if one is NaN)  # one scale per 256 elements of a segment
-                        y = x / scale;  q0 = min(int(sqrt(y) * 255), 254)
-                        a, b = (q0 / 255)**2, ((q0 + 1) / 255)**2
+                        y = x * (1 / scale)   (x / scale where 1 / scale overflows: subnormal scales)
+                        q0 = min(int(sqrt(y) * 255), 254)
+                        a, b = (q0 * R)**2, ((q0 + 1) * R)**2
                         q = q0 + (u * (b - a) < y - a),  u = (bits >> 8) * 2**-24
                         (scale 0: every q = 0; scale inf or NaN: every q = 255)
 
@@ -138,6 +139,7 @@ def segment_sumsq(g: np.ndarray, layout: Layout) -> np.ndarray:
 
 # --- compressed state ----------------------------------------------------------------------------------------
 _F255 = np.float32(255)
+R255 = np.float32(1 / 255)  # 255 * R255 == 1 exactly in float32, so code 255 decodes to the scale itself
 _U24 = np.float32(2.0 ** -24)
 
 
@@ -176,16 +178,16 @@ def bf16_encode(x: np.ndarray, bits: np.ndarray) -> np.ndarray:
 
 
 def q8_decode(q: np.ndarray, scale: Any) -> np.ndarray:
-    """8-bit codes to float32: ``scale * (q / 255)**2`` in float32 (``scale`` per element or one value)."""
-    lo = np.asarray(q, dtype=np.uint8).astype(np.float32) / _F255
+    """8-bit codes to float32: ``scale * (q * R255)**2`` in float32 (``scale`` per element or one value)."""
+    lo = np.asarray(q, dtype=np.uint8).astype(np.float32) * R255
     return np.float32(scale) * (lo * lo) if np.isscalar(scale) else np.asarray(scale, np.float32) * (lo * lo)
 
 
 def q8_encode(x: np.ndarray, bits: np.ndarray) -> tuple[np.ndarray, np.float32]:
     """One quantization block (at most 256 non-negative float32 values) to ``(codes, scale)``.
 
-    ``scale = max(x)``; each value falls between two neighbouring code points ``a = scale * (q0/255)**2``
-    and ``b = scale * ((q0+1)/255)**2`` and takes the upper one with probability ``(x - a) / (b - a)``
+    ``scale = max(x)``; each value falls between two neighbouring code points ``a = scale * (q0 * R255)**2``
+    and ``b = scale * ((q0+1) * R255)**2`` (``y = x * (1 / scale)``: one division per block, unless the reciprocal overflows) and takes the upper one with probability ``(x - a) / (b - a)``
     (the uniform ``u`` from ``bits``), so the rounding is unbiased. A NaN makes the block's scale NaN; a
     scale of inf or NaN codes every element 255 (each decodes to the scale); scale 0 codes 0.
     """
@@ -195,10 +197,12 @@ def q8_encode(x: np.ndarray, bits: np.ndarray) -> tuple[np.ndarray, np.float32]:
         return np.full(x.shape, 255, np.uint8), scale
     if scale == 0:
         return np.zeros(x.shape, np.uint8), scale
-    y = np.maximum(x / scale, np.float32(0))
+    with np.errstate(over="ignore"):
+        inv = np.float32(1) / scale
+    y = np.maximum(x * inv if np.isfinite(inv) else x / scale, np.float32(0))
     q0 = np.minimum((np.sqrt(y) * _F255).astype(np.int64), 254)
-    lo = q0.astype(np.float32) / _F255
-    hi = (q0 + 1).astype(np.float32) / _F255
+    lo = q0.astype(np.float32) * R255
+    hi = (q0 + 1).astype(np.float32) * R255
     a, b = lo * lo, hi * hi
     u = (np.asarray(bits, dtype=np.uint32) >> np.uint32(8)).astype(np.float32) * _U24
     return (q0 + (u * (b - a) < y - a)).astype(np.uint8), scale

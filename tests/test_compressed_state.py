@@ -104,13 +104,14 @@ def test_q8_hand_values():
     scale = F(2.0)
     x = np.array([0.0, 0.5, 2.0], np.float32)  # y = 0, 0.25, 1
     q, s = R.q8_encode(x, np.zeros(3, np.uint32))  # u = 0: every inexact value rounds up
-    # y = 0.25: sqrt = 0.5, 0.5 * 255 = 127.5 -> q0 = 127; (127/255)**2 < 0.25 < (128/255)**2
+    # y = 0.5 * (1/2) = 0.25: sqrt = 0.5, 0.5 * 255 = 127.5 -> q0 = 127; (127/255)**2 < 0.25 < (128/255)**2
     assert s == scale and q.tolist() == [0, 128, 255]
     q, _ = R.q8_encode(x, np.full(3, 0xFFFFFFFF, np.uint32))  # u just below 1: rounds down
     assert q.tolist() == [0, 127, 255]
-    lo = F(127) / F(255)
+    lo = F(127) * F(1 / 255)
     assert R.q8_decode(np.array([127], np.uint8), scale)[0] == scale * (lo * lo)
-    assert R.q8_decode(np.array([0, 255], np.uint8), scale).tolist() == [0.0, 2.0]  # the scale is exact
+    assert F(255) * F(1 / 255) == 1  # so code 255 decodes to the scale itself
+    assert R.q8_decode(np.array([0, 255], np.uint8), scale).tolist() == [0.0, 2.0]
 
 
 def test_q8_edge_blocks():
@@ -123,6 +124,9 @@ def test_q8_edge_blocks():
     tiny = f32(1)  # the smallest subnormal float32 is a scale like any other
     q, s = R.q8_encode(np.array([tiny, 0.0], np.float32), np.zeros(2, np.uint32))
     assert s == tiny and q.tolist() == [255, 0] and R.q8_decode(q, s).tolist() == [tiny, 0.0]
+    # 1 / scale overflows for a subnormal scale: y = x / scale = 0.25 instead, coded as above
+    q, s = R.q8_encode(np.array([f32(4), f32(1)], np.float32), np.zeros(2, np.uint32))
+    assert s == f32(4) and q.tolist() == [255, 128]
 
 
 def test_q8_stochastic_rounding_is_unbiased():
@@ -141,8 +145,9 @@ def _codec_inputs() -> np.ndarray:
     rng = np.random.default_rng(3)
     edge = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, f32(1), f32(0x00008000), f32(0x7F7FFFFF), 1.0, -2.5],
                     np.float32)
+    subnormal = rng.integers(0, 1 << 23, 256).astype(np.uint32).view(np.float32)
     return np.concatenate([edge, rng.standard_normal(5000).astype(np.float32) * np.float32(10) ** rng.integers(
-        -30, 30, 5000).astype(np.float32)])
+        -30, 30, 5000).astype(np.float32), np.zeros(6, np.float32), subnormal])
 
 
 def test_numba_codes_match_the_reference_bit_for_bit():
