@@ -95,10 +95,14 @@ class NumbaBackend(Backend):
         wc = self._f32("w", w) if half else w
         gc = self._f32("g", g) if g.dtype == np.float16 else g
         none16 = np.zeros(0, np.uint16)
-        kernel = state.rmsprop_compressed if layout.size >= PARALLEL_MIN_ELEMENTS else state.rmsprop_compressed_serial
-        kernel(wc, gc, ms, np.zeros(0, np.float32) if msScale is None else msScale, none16 if mg is None else mg,
-               none16 if mom is None else mom, layout.blocks, segParams, hyper.astype(np.float32),
-               layout.blocks[:, 0] if scaleStarts is None else scaleStarts, keys, mg is not None, mom is not None)
+        serial = "_serial" if layout.size < PARALLEL_MIN_ELEMENTS else ""
+        tail = (mg is not None, mom is not None)
+        common = (none16 if mg is None else mg, none16 if mom is None else mom, layout.blocks, segParams,
+                  hyper.astype(np.float32))
+        if msScale is None:
+            getattr(state, "rmsprop_bf16" + serial)(wc, gc, ms, *common, keys, *tail)
+        else:
+            getattr(state, "rmsprop_q8" + serial)(wc, gc, ms, msScale, *common, scaleStarts, keys, *tail)
         if half:
             np.copyto(w, wc, casting="unsafe")
 

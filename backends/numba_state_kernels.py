@@ -92,14 +92,14 @@ def bf16_encode_array(x, index0, key, out):
 def q8_encode_array(x, index0, key, out, scales):
     """The 8-bit code of ``x`` (one segment at flat position ``index0``) into ``out`` and ``scales`` (for tests)."""
     for k in range(scales.size):
-        lo = k * QUANT_BLOCK
-        hi = min(lo + QUANT_BLOCK, x.size)
-        scales[k] = _q8_store(x[lo:hi], out[lo:hi], index0 + lo, np.uint32(key))
+        scales[k] = _q8_store(x[k * QUANT_BLOCK:], out, k * QUANT_BLOCK, min(QUANT_BLOCK, x.size - k * QUANT_BLOCK),
+                              index0, np.uint32(key))
 
 
 @njit(**_EXACT)
-def _q8_store(row, out, index0, key):
-    """Encode one quantization block ``row`` (non-negative or NaN) into ``out``; returns its scale.
+def _q8_store(row, out, start, m, index0, key):
+    """Encode ``row[:m]`` (non-negative or NaN) into ``out[start:start + m]``, flat positions ``index0 + start``
+    on; returns its scale.
 
     The maximum is taken over the bit patterns: for non-negative floats their order is the values' order,
     and every NaN pattern lies above infinity's, so one integer reduction (which vectorizes) finds the
@@ -107,40 +107,51 @@ def _q8_store(row, out, index0, key):
     """
     bits = row.view(np.uint32)
     top = np.uint32(0)
-    for i in range(bits.size):
+    for i in range(m):
         top = max(top, bits[i])
     scale = _NAN if (top & _SIGNLESS) > _INF_BITS or top > _SIGNLESS else np.uint32(top).view(np.float32)
     if not np.isfinite(scale):
-        out[:] = 255
+        out[start:start + m] = 255
     elif scale == np.float32(0):
-        out[:] = 0
+        out[start:start + m] = 0
     else:
         inv = np.float32(1) / scale
         if np.isfinite(inv):
-            for i in range(row.size):
-                out[i] = q8_code(row[i] * inv, bits_at(index0 + i, key))
+            for i in range(m):
+                out[start + i] = q8_code(row[i] * inv, bits_at(index0 + start + i, key))
         else:  # a subnormal scale, whose reciprocal overflows
-            for i in range(row.size):
-                out[i] = q8_code(row[i] / scale, bits_at(index0 + i, key))
+            for i in range(m):
+                out[start + i] = q8_code(row[i] / scale, bits_at(index0 + start + i, key))
     return scale
 
 
+@njit(**_EXACT)
+def _clip(x, bound):
+    """``x`` limited to ``[-bound, bound]``; NaN stays NaN (as NumPy's minimum(maximum(x, -bound), bound))."""
+    return -bound if x < -bound else (bound if x > bound else x)
+
+
 @njit(**_INLINE)
-def _elements(w0, n, ww, gg, mm, qs, aa, vv, p, hyper, keys, row, eight, centered, momentum):
-    """Decode, step and encode elements ``0 .. n-1`` of a block at flat position ``w0``; with ``eight`` the
-    new mean squares go to ``row`` (encoded by the caller) and ``qs`` is the block's scale."""
+def _elements(w0, start, stop, ww, gg, mm, qs, aa, vv, p, hyper, keys, row, eight, centered, momentum, bare):
+    """Decode, step and encode elements ``start .. stop-1`` of a block at flat position ``w0``; with ``eight``
+    the new mean squares go to ``row[i - start]`` (encoded by the caller) and ``qs`` is their scale. ``bare``:
+    no weight scaling, weight decay or clipping in this block (their terms are left out, as neutral)."""
     gradScale, wScale, wdPre, wdPost, lr, c1, c2, c3 = p
     zero = np.float32(0)
     rho, omr, epsIn, epsOut = hyper[_RHO], hyper[_OMR], hyper[_EPSIN], hyper[_EPSOUT]
     mu, nesterov, cv, cw, bcMs, bcMg = hyper[_MU], hyper[_NEST], hyper[_CV], hyper[_CW], hyper[_BCMS], hyper[_BCMG]
     kMs, kMg, kMom = np.uint32(keys[0]), np.uint32(keys[1]), np.uint32(keys[2])
-    for i in range(n):
+    for i in range(start, stop):
         index = w0 + i
-        wi = np.float32(ww[i]) * wScale
-        gi = min(max(np.float32(gg[i]) * gradScale + wdPre * wi, -cv), cv) + wdPost * wi
+        if bare:
+            wi = np.float32(ww[i])
+            gi = np.float32(gg[i]) * gradScale
+        else:
+            wi = np.float32(ww[i]) * wScale
+            gi = _clip(np.float32(gg[i]) * gradScale + wdPre * wi, cv) + wdPost * wi
         if eight:
             m = rho * q8_decode(mm[i], qs) + omr * gi * gi
-            row[i] = m
+            row[i - start] = m
         else:
             m = rho * bf16_decode(mm[i]) + omr * gi * gi
             mm[i] = bf16_encode(m, bits_at(index, kMs))
@@ -159,24 +170,36 @@ def _elements(w0, n, ww, gg, mm, qs, aa, vv, p, hyper, keys, row, eight, centere
                 wi = wi - c3 * u
         else:
             wi = wi - lr * u
-        ww[i] = min(max(wi, -cw), cw)
+        ww[i] = wi if bare else _clip(wi, cw)
 
 
 @njit(**_INLINE)
-def _variant(w0, n, ww, gg, mm, qs, aa, vv, p, hyper, keys, row, eight, centered, momentum):
-    """:func:`_elements` with ``centered`` and ``momentum`` turned into literals."""
+def _variant(w0, start, stop, ww, gg, mm, qs, aa, vv, p, hyper, keys, row, eight, centered, momentum, bare):
+    """:func:`_elements` with ``centered``, ``momentum`` and ``bare`` turned into literals."""
     if centered and momentum:
-        _elements(w0, n, ww, gg, mm, qs, aa, vv, p, hyper, keys, row, eight, True, True)
+        if bare:
+            _elements(w0, start, stop, ww, gg, mm, qs, aa, vv, p, hyper, keys, row, eight, True, True, True)
+        else:
+            _elements(w0, start, stop, ww, gg, mm, qs, aa, vv, p, hyper, keys, row, eight, True, True, False)
     elif centered:
-        _elements(w0, n, ww, gg, mm, qs, aa, vv, p, hyper, keys, row, eight, True, False)
+        if bare:
+            _elements(w0, start, stop, ww, gg, mm, qs, aa, vv, p, hyper, keys, row, eight, True, False, True)
+        else:
+            _elements(w0, start, stop, ww, gg, mm, qs, aa, vv, p, hyper, keys, row, eight, True, False, False)
     elif momentum:
-        _elements(w0, n, ww, gg, mm, qs, aa, vv, p, hyper, keys, row, eight, False, True)
+        if bare:
+            _elements(w0, start, stop, ww, gg, mm, qs, aa, vv, p, hyper, keys, row, eight, False, True, True)
+        else:
+            _elements(w0, start, stop, ww, gg, mm, qs, aa, vv, p, hyper, keys, row, eight, False, True, False)
+    elif bare:
+        _elements(w0, start, stop, ww, gg, mm, qs, aa, vv, p, hyper, keys, row, eight, False, False, True)
     else:
-        _elements(w0, n, ww, gg, mm, qs, aa, vv, p, hyper, keys, row, eight, False, False)
+        _elements(w0, start, stop, ww, gg, mm, qs, aa, vv, p, hyper, keys, row, eight, False, False, False)
 
 
 @njit(**_INLINE)
-def _block(b, w, g, ms, scales, mg, mom, blocks, seg, hyper, scaleStarts, keys, centered, momentum):
+def _block(b, w, g, ms, scales, mg, mom, blocks, seg, hyper, scaleStarts, keys, eight, centered, momentum):
+    """One layout block: its segment's scalars, then the element loop (8-bit: per quantization block)."""
     w0 = blocks[b, 0]
     n = blocks[b, 1] - w0
     s = blocks[b, 2]
@@ -184,33 +207,49 @@ def _block(b, w, g, ms, scales, mg, mom, blocks, seg, hyper, scaleStarts, keys, 
     lr, wd, wScale = seg[s, 0], seg[s, 1], seg[s, 2]
     p = (hyper[_GS] * seg[s, 3], wScale, wd * hyper[_WDPRE], wd * hyper[_WDPOST], lr,
          hyper[_C1LR] * lr + hyper[_C1FIX], hyper[_C2LR] * lr + hyper[_C2FIX], hyper[_C3LR] * lr)
+    bare = wd == np.float32(0) and wScale == np.float32(1) and hyper[_CV] == np.inf and hyper[_CW] == np.inf
+    ww, gg, mm = w[w0:w0 + n], g[g0:g0 + n], ms[w0:w0 + n]
     aa = mg[w0:w0 + n] if centered else mg
     vv = mom[w0:w0 + n] if momentum else mom
-    if scales.size == 0:  # bfloat16 mean square
-        _variant(w0, n, w[w0:w0 + n], g[g0:g0 + n], ms[w0:w0 + n], np.float32(0), aa, vv, p, hyper, keys,
-                 scales, False, centered, momentum)
+    if not eight:
+        _variant(w0, 0, n, ww, gg, mm, np.float32(0), aa, vv, p, hyper, keys, scales, False, centered, momentum,
+                 bare)
         return
     row = np.empty(QUANT_BLOCK, np.float32)
     key = np.uint32(keys[0])
     for k in range(0, n, QUANT_BLOCK):
         m = min(QUANT_BLOCK, n - k)
         q = scaleStarts[b] + k // QUANT_BLOCK
-        a = w0 + k
-        _variant(a, m, w[a:a + m], g[g0 + k:g0 + k + m], ms[a:a + m], scales[q],
-                 mg[a:a + m] if centered else mg, mom[a:a + m] if momentum else mom, p, hyper, keys, row, True,
-                 centered, momentum)
-        scales[q] = _q8_store(row[:m], ms[a:a + m], a, key)
+        _variant(w0 + k, 0, m, ww[k:k + m], gg[k:k + m], mm[k:k + m], scales[q], aa[k:k + m] if centered else aa,
+                 vv[k:k + m] if momentum else vv, p, hyper, keys, row, True, centered, momentum, bare)
+        scales[q] = _q8_store(row, mm[k:k + m], 0, m, w0 + k, key)
 
 
 @njit(**_PARALLEL)
-def rmsprop_compressed(w, g, ms, scales, mg, mom, blocks, seg, hyper, scaleStarts, keys, centered, momentum):
-    """One fused RMSProp step on compressed state over every block, blocks spread over the threads."""
+def rmsprop_bf16(w, g, ms, mg, mom, blocks, seg, hyper, keys, centered, momentum):
+    """One fused RMSProp step with bfloat16 state over every block, blocks spread over the threads."""
+    none = np.zeros(0, np.float32)
     for b in prange(blocks.shape[0]):
-        _block(b, w, g, ms, scales, mg, mom, blocks, seg, hyper, scaleStarts, keys, centered, momentum)
+        _block(b, w, g, ms, none, mg, mom, blocks, seg, hyper, blocks[:, 0], keys, False, centered, momentum)
 
 
 @njit(**_SERIAL)
-def rmsprop_compressed_serial(w, g, ms, scales, mg, mom, blocks, seg, hyper, scaleStarts, keys, centered, momentum):
-    """:func:`rmsprop_compressed` on the calling thread alone."""
+def rmsprop_bf16_serial(w, g, ms, mg, mom, blocks, seg, hyper, keys, centered, momentum):
+    """:func:`rmsprop_bf16` on the calling thread alone."""
+    none = np.zeros(0, np.float32)
     for b in range(blocks.shape[0]):
-        _block(b, w, g, ms, scales, mg, mom, blocks, seg, hyper, scaleStarts, keys, centered, momentum)
+        _block(b, w, g, ms, none, mg, mom, blocks, seg, hyper, blocks[:, 0], keys, False, centered, momentum)
+
+
+@njit(**_PARALLEL)
+def rmsprop_q8(w, g, ms, scales, mg, mom, blocks, seg, hyper, scaleStarts, keys, centered, momentum):
+    """One fused RMSProp step with the 8-bit mean square (and bfloat16 mg, mom) over every block, in parallel."""
+    for b in prange(blocks.shape[0]):
+        _block(b, w, g, ms, scales, mg, mom, blocks, seg, hyper, scaleStarts, keys, True, centered, momentum)
+
+
+@njit(**_SERIAL)
+def rmsprop_q8_serial(w, g, ms, scales, mg, mom, blocks, seg, hyper, scaleStarts, keys, centered, momentum):
+    """:func:`rmsprop_q8` on the calling thread alone."""
+    for b in range(blocks.shape[0]):
+        _block(b, w, g, ms, scales, mg, mom, blocks, seg, hyper, scaleStarts, keys, True, centered, momentum)

@@ -75,9 +75,15 @@ def rmsprop_compressed(w: np.ndarray, g: np.ndarray, ms: np.ndarray, msScale: Op
         gradScale = hp["gradScale"] * segGradScale
         wdPre, wdPost = wd * hp["wdPre"], wd * hp["wdPost"]
         index = np.arange(w0, w1)
-        W = w[w0:w1].astype(np.float32) * wScale
-        G = np.minimum(np.maximum(g[g0:g0 + n].astype(np.float32) * gradScale + wdPre * W, -hp["clipValue"]),
-                       hp["clipValue"]) + wdPost * W
+        # no weight scaling, decay or clipping in this block: their neutral terms are left out, as in Numba
+        bare = wd == zero and wScale == f(1) and np.isinf(hp["clipValue"]) and np.isinf(hp["clipWeights"])
+        if bare:
+            W = w[w0:w1].astype(np.float32)
+            G = g[g0:g0 + n].astype(np.float32) * gradScale
+        else:
+            W = w[w0:w1].astype(np.float32) * wScale
+            G = np.minimum(np.maximum(g[g0:g0 + n].astype(np.float32) * gradScale + wdPre * W, -hp["clipValue"]),
+                           hp["clipValue"]) + wdPost * W
         if eight:
             first = int(scaleStarts[b])
             scales = msScale[first:first - (-n // QUANT_BLOCK)]
@@ -102,7 +108,7 @@ def rmsprop_compressed(w: np.ndarray, g: np.ndarray, ms: np.ndarray, msScale: Op
                 W = W - (hp["c3Lr"] * lr) * U
         else:
             W = W - lr * U
-        w[w0:w1] = np.minimum(np.maximum(W, -hp["clipWeights"]), hp["clipWeights"])
+        w[w0:w1] = W if bare else np.minimum(np.maximum(W, -hp["clipWeights"]), hp["clipWeights"])
         if eight:
             ms[w0:w1], scales[...] = q8_encode_rows(M, random_bits(index, keys[0]))
         else:
