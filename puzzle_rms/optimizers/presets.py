@@ -3,7 +3,7 @@
 Every preset takes exactly the arguments its framework's RMSProp takes (those that change the numbers),
 with that framework's defaults, checks them under those names, and translates them into
 :class:`~puzzle_rms.optimizers.rmsprop.RMSProp` options. The table of what each one reproduces is in
-:data:`PRESETS` (and in the README); the formulas are in ``shared/design/rmsprop-variants.md``.
+:data:`PRESETS` (and in the README); every formula is in :mod:`puzzle_rms.backends.reference`.
 
 The one deliberate difference from every framework: the centered variance ``ms - mg**2`` is clamped at
 0 before the root, where the frameworks return NaN when rounding makes it negative.
