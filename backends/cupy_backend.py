@@ -103,7 +103,10 @@ struct Step {
     __device__ __forceinline__ S operator()(S wi, S gi, long long k) const {
         const S zero = 0;
         wi = wi * wScale;
-        gi = clip(gi * gs + wdPre * wi, clipValue) + wdPost * wi;
+        if (wdPre != zero || wdPost != zero)  // without decay a NaN/inf weight must not reach the gradient
+            gi = clip(gi * gs + wdPre * wi, clipValue) + wdPost * wi;
+        else
+            gi = clip(gi * gs, clipValue);
         const S m = rho * ms[k] + omr * gi * gi;
         ms[k] = m;
         S v = bcMs * m;
