@@ -150,3 +150,13 @@ def host_cupy(multiprocessors: int = 2, threadsPerMultiprocessor: int = 2048) ->
         get_current_stream=lambda: types.SimpleNamespace(synchronize=lambda: None))
     return module
 
+
+
+def install_host_cupy() -> None:
+    """Make ``backends.use("cupy")`` give the CuPy backend over :func:`host_cupy` in this process (tests only)."""
+    from puzzle_rms import backends
+
+    if host_compiler() is None:
+        raise RuntimeError("PUZZLE_RMS_TEST_CUPY_ON_HOST=1 needs a C++ compiler (g++ or c++)")
+    cupy_backend.probe = lambda: None
+    backends._instances["cupy"] = cupy_backend.CupyBackend(cupy=host_cupy())
