@@ -179,6 +179,7 @@ class NodeInfo:
         self._nccl = nccl
         self._host = _MpiHost(MPI, comm)
         self._device: Any = None
+        self._backendsAgree = False
 
     def __repr__(self) -> str:
         return f"NodeInfo(rank={self.rank}, size={self.size}, localRank={self.localRank})"
@@ -197,6 +198,7 @@ class NodeInfo:
         """Overwrite ``flatArray`` on every rank with rank 0's values, in place (any dtype, C-contiguous)."""
         flat = self._flat("broadcast", flatArray, floating=False)
         if self.size > 1:
+            self._checkBackends()
             self._transport(flat).broadcast(flat)
 
     def allreduceMean(self, flatArray: Any) -> None:
@@ -207,6 +209,7 @@ class NodeInfo:
         """
         flat = self._flat("allreduceMean", flatArray, floating=True)
         if self.size > 1:
+            self._checkBackends()
             self._transport(flat).allreduceMean(flat)
 
     def meanValue(self, value: float) -> float:
@@ -225,6 +228,23 @@ class NodeInfo:
         return backends.current().use_local_device(self.localRank)
 
     # --- internals ------------------------------------------------------------------------------
+    def _checkBackends(self) -> None:
+        """Before the first buffer collective: every rank must use rank 0's backend, or all ranks raise.
+
+        A rank whose CuPy probe failed (``auto`` then picks numba) would otherwise send host buffers over
+        MPI while the others use NCCL: a hang, or different numbers on different ranks.
+        """
+        if self._backendsAgree:
+            return
+        names = self.comm.allgather(backends.current().name)
+        if any(name != names[0] for name in names):
+            ranks = ", ".join(f"rank {rank}: {name}" for rank, name in enumerate(names))
+            raise RuntimeError(
+                f"NodeInfo: the ranks use different array backends ({ranks}); every rank must use rank 0's "
+                f"{names[0]!r}. Set {backends.ENV_VAR}={names[0]} on every rank, or see why a rank cannot use it "
+                f"with puzzle_rms.backends.unavailable_reason({names[0]!r}) on that rank")
+        self._backendsAgree = True
+
     def _flat(self, method: str, array: Any, floating: bool) -> Any:
         dtype = getattr(array, "dtype", None)
         flags = getattr(array, "flags", None)
