@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import types
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 
