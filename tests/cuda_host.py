@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import atexit
 import ctypes
 import hashlib
 import importlib.util
@@ -28,6 +29,7 @@ SYNCING = {"block_sumsq", "segment_sums"}  # kernels that call __syncthreads: th
 _SCALARS = {np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double,
             np.dtype(np.int32): ctypes.c_int32, np.dtype(np.int64): ctypes.c_int64}
 _BUILD = Path(tempfile.mkdtemp(prefix="puzzle_rms_cuda_host_"))
+atexit.register(shutil.rmtree, _BUILD, True)
 _LIBRARIES: dict[str, ctypes.CDLL] = {}
 
 
