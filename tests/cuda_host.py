@@ -83,9 +83,13 @@ def _library(source: str) -> ctypes.CDLL:
     """``source`` after the shim, built into a shared library with a ``launch`` entry (cached per source)."""
     table = "\n".join(f'    if (!std::strcmp(name, "{k}")) return host_cuda::run(grid, block, fibers, '
                       f'host_cuda::bind({k}, args));' for k in cupy_backend.KERNELS)
+    signatures = "\n".join(f'    if (!std::strcmp(name, "{k}")) return host_cuda::signature({k}, kinds, sizes);'
+                           for k in cupy_backend.KERNELS)
     code = (f'#include "{SHIM}"\n{source}\n'
             'extern "C" int launch(const char* name, unsigned grid, unsigned block, int fibers, void** args) {\n'
-            f'{table}\n    return -1;\n}}\n')
+            f'{table}\n    return -1;\n}}\n'
+            'extern "C" int signature(const char* name, char* kinds, int* sizes) {\n'
+            f'{signatures}\n    return -1;\n}}\n')
     key = hashlib.sha256((code + SHIM.read_text()).encode()).hexdigest()[:16]
     if key not in _LIBRARIES:
         src, lib = _BUILD / f"{key}.cpp", _BUILD / f"{key}.so"
@@ -101,28 +105,36 @@ class HostFunction:
 
     def __init__(self, library: ctypes.CDLL, name: str) -> None:
         self.library, self.name = library, name
-        self.launches = 0
+        kinds, sizes = ctypes.create_string_buffer(64), (ctypes.c_int * 64)()
+        count = library.signature(name.encode(), kinds, sizes)
+        if count < 0:
+            raise ValueError(f"no kernel named {name!r}")
+        self.parameters = [(kinds.raw[i:i + 1].decode(), sizes[i]) for i in range(count)]
 
     def __call__(self, grid: tuple, block: tuple, args: tuple) -> None:
         if len(grid) != 1 or len(block) != 1 or block[0] != cupy_backend.THREADS:
             raise ValueError(f"{self.name}: expected a 1-D grid of THREADS-thread blocks, got {grid}, {block}")
+        if len(args) != len(self.parameters):
+            raise TypeError(f"{self.name}: {len(args)} arguments for {len(self.parameters)} parameters")
         values = []
-        for i, arg in enumerate(args):
-            if isinstance(arg, np.ndarray):
+        for i, (arg, (kind, size)) in enumerate(zip(args, self.parameters)):
+            # CuPy packs each argument by its own type: it must be the parameter's kind and size exactly
+            if isinstance(arg, np.ndarray) and kind == "p":
                 if not arg.flags.c_contiguous:
                     raise ValueError(f"{self.name}: argument {i} is not C-contiguous")
                 values.append(ctypes.c_void_p(arg.ctypes.data))
-            elif isinstance(arg, np.generic) and arg.dtype in _SCALARS:
+            elif (isinstance(arg, np.generic) and arg.dtype in _SCALARS and arg.dtype.itemsize == size
+                  and arg.dtype.kind == kind):
                 values.append(_SCALARS[arg.dtype](arg.item()))
-            else:  # CuPy would guess a C type for a Python number: the backend must pass typed scalars
-                raise TypeError(f"{self.name}: argument {i} is {type(arg).__name__}, expected an array or a "
-                                f"NumPy scalar of one of {sorted(str(d) for d in _SCALARS)}")
+            else:
+                raise TypeError(f"{self.name}: argument {i} is {type(arg).__name__} "
+                                f"{getattr(arg, 'dtype', '')}, the parameter is {kind}{size} (p pointer, "
+                                f"f floating point, i integer; bytes)")
         pointers = (ctypes.c_void_p * len(values))(*[ctypes.cast(ctypes.pointer(v), ctypes.c_void_p) for v in values])
         status = self.library.launch(self.name.encode(), int(grid[0]), int(block[0]), int(self.name in SYNCING),
                                      pointers)
         if status:
             raise RuntimeError(f"{self.name}: host launch failed ({'unknown kernel' if status < 0 else 'barrier'})")
-        self.launches += 1
 
 
 class HostRawModule:

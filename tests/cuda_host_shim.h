@@ -93,6 +93,15 @@ static void invoke(void (*kernel)(A...), void** args, std::index_sequence<I...>)
     kernel(*static_cast<typename std::remove_cv<A>::type*>(args[I])...);
 }
 
+// The kernel's parameter types, one code each: 'p' pointer, 'f' floating point, 'i' integer, then the size.
+template <typename... A>
+static int signature(void (*)(A...), char* kinds, int* sizes) {
+    const char k[] = {(std::is_pointer<A>::value ? 'p' : std::is_floating_point<A>::value ? 'f' : 'i')..., 0};
+    const int n[] = {(int)sizeof(A)..., 0};
+    for (std::size_t i = 0; i < sizeof...(A); ++i) { kinds[i] = k[i]; sizes[i] = n[i]; }
+    return (int)sizeof...(A);
+}
+
 // The kernel called with the arguments that args[i] point to (cuLaunchKernel's convention).
 template <typename... A>
 static std::function<void()> bind(void (*kernel)(A...), void** args) {

@@ -259,3 +259,17 @@ def test_the_backend_hands_cupy_the_exact_source_it_builds(host):
     assert HostRawModule.sources == [kernel_source(F16, F16, F32)]
     assert "__shared__ double partial[THREADS]" in HostRawModule.sources[0]
     assert f"#define THREADS {cupy_backend.THREADS}" in HostRawModule.sources[0]
+
+
+@needs_cxx
+def test_a_launch_must_pass_each_argument_as_its_parameters_type(host):
+    """CuPy packs arguments by their own types, so an int64 for an int parameter would shift the rest on the GPU."""
+    kernel = host._function("sgd", F32, F32, F32)
+    w, g, seg = np.zeros(4, np.float32), np.ones(4, np.float32), np.array([[0.1, 0, 1, 1]], np.float32)
+    lay = host.make_layout([4])
+    good = (w, g, lay.blocks.table, np.int64(1), np.int32(lay.blocks.lanes), seg, np.float32(1))
+    kernel((1,), (cupy_backend.THREADS,), good)
+    np.testing.assert_allclose(w, -0.1)
+    for i, bad in [(3, np.int32(1)), (4, np.int64(4)), (6, np.float64(1)), (6, 1.0)]:
+        with pytest.raises(TypeError, match=f"sgd: argument {i} is"):
+            kernel((1,), (cupy_backend.THREADS,), good[:i] + (bad,) + good[i + 1:])
