@@ -165,12 +165,18 @@ def host_cupy(multiprocessors: int = 2, threadsPerMultiprocessor: int = 2048) ->
     return module
 
 
+# --- the stand-in as the registry's "cupy" backend (PUZZLE_RMS_TEST_CUPY_ON_HOST=1, tests/conftest.py) -------
+def probe() -> Optional[str]:
+    """The registry's probe for the stand-in: usable wherever a C++ compiler is."""
+    return None if host_compiler() is not None else "no C++ compiler (g++ or c++) to build the kernels for the CPU"
+
+
+def create() -> cupy_backend.CupyBackend:
+    return cupy_backend.CupyBackend(cupy=host_cupy())
+
 
 def install_host_cupy() -> None:
-    """Make ``backends.use("cupy")`` give the CuPy backend over :func:`host_cupy` in this process (tests only)."""
+    """Make the registry's "cupy" backend the CuPy backend over :func:`host_cupy` in this process (tests only)."""
     from puzzle_rms import backends
 
-    if host_compiler() is None:
-        raise RuntimeError("PUZZLE_RMS_TEST_CUPY_ON_HOST=1 needs a C++ compiler (g++ or c++)")
-    cupy_backend.probe = lambda: None
-    backends._instances["cupy"] = cupy_backend.CupyBackend(cupy=host_cupy())
+    backends._MODULES["cupy"] = __name__
