@@ -175,7 +175,8 @@ def _check_scalars(owner: str, learningRate: Any, decay: Any, momentum: Any,
 
 # --- the kernel call ------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=64)
-def _dense_layout(backend: Backend, size: int) -> Layout:
+def _dense_layout(backend: Backend, device: Optional[int], size: int) -> Layout:
+    """The one-segment layout of ``size`` elements, made on ``device`` (the backend's current one)."""
     return backend.make_layout([size])
 
 
@@ -184,7 +185,7 @@ def _apply(var: Any, grad: Any, ms: Any, mg: Optional[Any], mom: Any, indices: O
     """One fused kernel call: over all of ``var``, or over the rows in ``indices`` with ``grad`` as compact rows."""
     backend = backends.current()
     if indices is None:
-        layout, g = _dense_layout(backend, int(var.size)), grad.reshape(-1)
+        layout, g = _dense_layout(backend, backend.current_device(), int(var.size)), grad.reshape(-1)
     else:
         unique, rows = coalesce_rows(indices, grad)
         layout = rows_layout(backend, [(0, backend.to_host(unique), rows.shape[1])])

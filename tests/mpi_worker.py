@@ -129,6 +129,22 @@ def collectives(inputs: dict, node: NodeInfo) -> dict:
             "errors": np.array(errors), "localState": np.array(localState)}
 
 
+def backend_mismatch(node: NodeInfo, backendName: str) -> dict:
+    """Rank 1 on another backend than rank 0: the first collective raises on every rank, naming both."""
+    other = "numpy" if backendName != "numpy" else "numba"
+    fresh = NodeInfo(comm=node.comm)
+    if node.rank == 1:
+        backends.use(other)
+    try:
+        fresh.broadcast(np.zeros(3))
+        message = ""
+    except RuntimeError as error:
+        message = str(error)
+    finally:
+        backends.use(backendName)
+    return {"message": np.array(message)}
+
+
 TRANSPORTS = {"auto": None, "host": False, "nccl": True}
 
 
@@ -147,6 +163,7 @@ def main(backendName: str, transport: str, inputsPath: str, outDir: str) -> None
         "dynamic": train(inputs, node, poison=np.inf, lossScale=DynamicLossScale(initialScale=1024.0)),
         "raise": raise_on_any_rank(inputs, node),
         "collectives": collectives(inputs, node),
+        "mismatch": backend_mismatch(node, backendName),
     }
     for scenario, values in scenarios.items():
         out.update({f"{scenario}/{key}": value for key, value in values.items()})

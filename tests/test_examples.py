@@ -158,12 +158,13 @@ def test_readme_gives_the_two_setup_commands():
 
 
 def test_ci_runs_exactly_the_readme_test_command():
+    """After installing the test-only NVRTC extra (tests/test_cuda_kernels_on_host.py compiles with it)."""
     text = CI_RUN.read_text()
     assert CI_RUN.stat().st_mode & stat.S_IXUSR, ".ci/run must be executable"
     assert text.startswith("#!/usr/bin/env bash\n") and "set -euo pipefail" in text
     commands = [line for line in text.splitlines() if line and not line.startswith("#")
                 and not line.startswith(("set ", "cd "))]
-    assert commands == [TEST_COMMAND]
+    assert commands == ['pip install -e ".[cuda-compile-test]"', TEST_COMMAND]
 
 
 def test_readme_quick_start_runs():

@@ -63,8 +63,8 @@ class Bucket:
         self.stateDtype = state_dtype(self.dtype)
         self.flat = flat
         self.sizes = np.array([v.size for v in variables], dtype=np.int64)
-        self.offsets = np.cumsum(self.sizes) - self.sizes
-        self.size = int(self.sizes.sum())
+        self.offsets = segment_offsets(self.sizes, 2 if self.dtype == np.float16 else 1)
+        self.size = int(self.offsets[-1] + self.sizes[-1])
         self.rowSegments = [i for i, var in enumerate(variables) if isinstance(var, RowSparseVariable)]
         self.lazyRows = lazyRows and bool(self.rowSegments)
         denseSizes = self.sizes.copy()
@@ -196,14 +196,24 @@ class RowsView:
     def grads(self) -> Any:
         return self.g
 
-    def segmentSumsq(self) -> np.ndarray:
-        """Sum of squares of the rows, per segment of the bucket (zero for segments without rows)."""
-        perRow = self.bucket.backend.segment_sumsq(self.g, self.layout)
+    def segmentSums(self, perRow: np.ndarray) -> np.ndarray:
+        """Per segment of the bucket, the sum of ``perRow`` (one value per listed row, e.g. the rows' sums of
+        squares from ``segment_sumsq(grads(), layout)``) over its rows; zero for segments without rows."""
         return np.bincount(self.rowSegment, weights=perRow, minlength=self.bucket.sizes.size)
 
     def segParams(self, bucketParams: Any) -> Any:
         """The bucket's per-segment parameter table repeated for each row's segment."""
         return bucketParams[self._rowSegmentDevice]
+
+
+def segment_offsets(sizes: np.ndarray, align: int) -> np.ndarray:
+    """Start of each segment in a flat buffer: back to back, each start rounded up to a multiple of ``align``.
+
+    float16 buckets use ``align=2``, so that every segment starts 4-byte aligned and the GPU kernel can move
+    neighbouring pairs as one 32-bit word (half2) after an odd-sized tensor too; the gaps are never read.
+    """
+    padded = -(-np.asarray(sizes, dtype=np.int64) // align) * align
+    return np.cumsum(padded) - padded
 
 
 def _runs(offsets: np.ndarray, sizes: np.ndarray) -> list[tuple[int, int]]:

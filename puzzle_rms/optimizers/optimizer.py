@@ -341,8 +341,12 @@ class Optimizer:
         dynamic = isinstance(self.lossScale, DynamicLossScale)
         sums = None
         if self.nonFinite != "ignore" or dynamic or self.clipNorm is not None or self.globalClipNorm is not None:
-            sums = [self.backend.segment_sumsq(bucket.grads(), bucket.layout)
-                    + (0.0 if rows is None else rows.segmentSumsq()) for bucket, rows in zip(self.buckets, rowViews)]
+            # one reduction pass per buffer, all results to the host at once
+            rowPairs = [(rows.grads(), rows.layout) for rows in rowViews if rows is not None]
+            allSums = self.backend.segment_sumsq_many([(b.grads(), b.layout) for b in self.buckets] + rowPairs)
+            perRow = iter(allSums[len(self.buckets):])
+            sums = [s + (0.0 if rows is None else rows.segmentSums(next(perRow)))
+                    for s, rows in zip(allSums, rowViews)]
             if not self._finite(sums, dynamic):
                 return False
         globalFactor = 1.0
