@@ -11,14 +11,14 @@ The one deliberate difference from every framework: the centered variance ``ms -
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import numpy as np
 
 from puzzle_rms.optimizers.schedules import validate_learn_rate
 from puzzle_rms.validation import check_bool, check_choice, check_range
 
-__all__ = ["PRESETS", "REQUIRED", "Argument", "Preset", "mindspore_decay_filter", "preset_arguments"]
+__all__ = ["PRESETS", "REQUIRED", "Argument", "Preset", "mindspore_decay_filter", "preset_arguments", "preset_group"]
 
 REQUIRED = object()  # the default of an argument that has none
 
@@ -38,13 +38,20 @@ class Argument:
 
 @dataclass(frozen=True)
 class Preset:
-    """A framework's RMSProp: its arguments, how they map onto RMSProp options, and what it reproduces."""
+    """A framework's RMSProp: its arguments, how they map onto RMSProp options, and what it reproduces.
+
+    ``groupArguments`` are the per-group keys of the framework's parameter groups that puzzle_rms groups
+    carry (checked as the preset's argument of that name), and ``translateGroup`` maps them onto
+    :meth:`~puzzle_rms.optimizers.optimizer.Optimizer.setupOn` group keys (see :func:`preset_group`).
+    """
 
     name: str
     arguments: dict[str, Argument]
     translate: Callable[[str, dict[str, Any]], dict[str, Any]]
     reproduces: str
     sparse: str
+    groupArguments: tuple[str, ...] = ()
+    translateGroup: Optional[Callable[[str, dict[str, Any]], dict[str, Any]]] = None
 
     def signature(self) -> str:
         """The accepted arguments with their defaults, e.g. ``lr=0.01, alpha=0.99``."""
@@ -94,9 +101,14 @@ def _puzzlelib_graves(owner: str, a: dict[str, Any]) -> dict[str, Any]:
 
 
 def _torch(owner: str, a: dict[str, Any]) -> dict[str, Any]:
+    # foreach, capturable and differentiable choose torch's implementation, not its numbers: accepted, ignored
     return {"learnRate": a["lr"], "factor": a["alpha"], "epsilon": a["eps"], "momentum": a["momentum"],
             "lrInMomentum": False, "centered": a["centered"], "weightDecay": a["weight_decay"],
             "maximize": a["maximize"]}
+
+
+def _torch_group(owner: str, a: dict[str, Any]) -> dict[str, Any]:
+    return {{"lr": "learnRate", "weight_decay": "weightDecay"}[key]: value for key, value in a.items()}
 
 
 def _keras(owner: str, a: dict[str, Any]) -> dict[str, Any]:
@@ -166,11 +178,12 @@ PRESETS: dict[str, Preset] = {preset.name: preset for preset in (
                                 "epsilon": _A(1e-4, "eps"), "nodeinfo": _A(None, "any")},
            _puzzlelib_graves, "PuzzleLib RMSPropGraves (Graves 2013): centered, eps inside, lr inside the momentum",
            "dense"),
-    Preset("torch", {"lr": _A(1e-2, "lr"), "alpha": _A(0.99, "decay"), "eps": _A(1e-8, "eps"),
-                     "weight_decay": _A(0.0, "nonneg"), "momentum": _A(0.0, "momentum"), "centered": _A(False, "bool"),
-                     "maximize": _A(False, "bool")},
+    Preset("torch", {"lr": _A(1e-2, "lr"), "alpha": _A(0.99, "decay"), "eps": _A(1e-8, "nonneg"),
+                     "weight_decay": _A(0.0, "nonneg"), "momentum": _A(0.0, "nonneg"), "centered": _A(False, "bool"),
+                     "foreach": _A(None, "optional-bool"), "maximize": _A(False, "bool"),
+                     "capturable": _A(False, "bool"), "differentiable": _A(False, "bool")},
            _torch, "torch.optim.RMSprop: eps outside, lr outside the momentum buffer, coupled weight decay",
-           "dense (torch.optim.RMSprop rejects sparse gradients)"),
+           "dense (torch.optim.RMSprop rejects sparse gradients)", ("lr", "weight_decay"), _torch_group),
     Preset("keras", {"learning_rate": _A(1e-3, "lr"), "rho": _A(0.9, "decay"), "momentum": _A(0.0, "momentum"),
                      "epsilon": _A(1e-7, "eps"), "centered": _A(False, "bool"),
                      "weight_decay": _A(None, "optional-nonneg"), **_KERAS_CLIP,
@@ -226,3 +239,24 @@ def preset_arguments(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
                         f"it accepts: {preset.signature()}")
     values = {key: _check(owner, key, kwargs.get(key, arg.default), arg.kind) for key, arg in preset.arguments.items()}
     return preset.translate(owner, values)
+
+
+def preset_group(name: str, groupKwargs: dict[str, Any]) -> dict[str, Any]:
+    """One of framework ``name``'s parameter groups (its per-group keys, without ``params``) as the keys of a
+    :meth:`~puzzle_rms.optimizers.optimizer.Optimizer.setupOn` group; add ``params`` to it.
+
+    ``RMSProp.like("torch", lr=0.01).setupOn([{**preset_group("torch", {"lr": 0.1}), "params": head}, ...])``.
+    Keys the group leaves out inherit the optimizer's values, as in the framework. Raises TypeError for a
+    key that the framework's groups do not have or that puzzle_rms groups cannot carry per group (listing
+    the accepted ones), ValueError for a value out of its range.
+    """
+    check_choice("preset_group", "name", name, tuple(PRESETS))
+    preset = PRESETS[name]
+    owner = f"preset_group({name!r})"
+    unknown = [key for key in groupKwargs if key not in preset.groupArguments]
+    if unknown or preset.translateGroup is None:
+        accepted = ", ".join(preset.groupArguments) or "none (this preset has no parameter groups)"
+        raise TypeError(f"{owner}: per-group {', '.join(map(repr, unknown or list(groupKwargs)))} not supported; "
+                        f"a parameter group of {name} accepts: {accepted}")
+    values = {key: _check(owner, key, value, preset.arguments[key].kind) for key, value in groupKwargs.items()}
+    return preset.translateGroup(owner, values)

@@ -36,13 +36,15 @@ class RMSProp(Optimizer):
     factor : float
         Decay ``rho`` of the running mean square, in [0, 1].
     epsilon : float
-        Added to the denominator; must be > 0.
+        Added to the denominator; must be >= 0 (0 as torch and TF1 allow: a zero gradient with a zero mean
+        square then gives NaN, as there).
     epsInSqrt : bool
         Default False: ``sqrt(ms) + eps``, what PuzzleLib's code does (its docs write eps inside the
         root) and PyTorch does, so a PuzzleLib script gets its own numbers. True puts eps inside the
         root (TF, Keras 3, MindSpore, MXNet centered, optax).
     momentum : float
-        Heavy-ball momentum ``mu`` in [0, 1); 0 keeps no momentum buffer.
+        Heavy-ball momentum ``mu`` >= 0 (>= 1 accumulates without decay, as torch allows); 0 keeps no
+        momentum buffer.
     lrInMomentum : bool
         Whether lr multiplies inside the momentum buffer (True, TF/Keras) or outside (False, PyTorch).
     nesterov : bool
@@ -88,9 +90,9 @@ class RMSProp(Optimizer):
         super().__init__(learnRate, nodeinfo, lossScale, clipNorm, globalClipNorm, nonFinite, sparseUpdate)
         owner = "RMSProp"
         self.factor = check_range(owner, "factor", factor, 0.0, 1.0)
-        self.epsilon = check_range(owner, "epsilon", epsilon, 0.0, lowOpen=True)
+        self.epsilon = check_range(owner, "epsilon", epsilon, 0.0)
         self.epsInSqrt = check_bool(owner, "epsInSqrt", epsInSqrt)
-        self.momentum = check_range(owner, "momentum", momentum, 0.0, 1.0, highOpen=True)
+        self.momentum = check_range(owner, "momentum", momentum, 0.0)
         self.lrInMomentum = check_bool(owner, "lrInMomentum", lrInMomentum)
         self.nesterov = check_bool(owner, "nesterov", nesterov)
         if nesterov and momentum == 0:
