@@ -127,6 +127,8 @@ def _tf_keras(owner: str, a: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tf1(owner: str, a: dict[str, Any]) -> dict[str, Any]:
+    # use_locking and name do not change the numbers: accepted, ignored. Repeated sparse indices are summed
+    # first (the optimizer deduplicates before its sparse raw op).
     return {"learnRate": a["learning_rate"], "factor": a["decay"], "epsilon": a["epsilon"], "epsInSqrt": True,
             "initialMeanSquare": 1.0, "momentum": a["momentum"], "centered": a["centered"], "sparseUpdate": "lazy"}
 
@@ -195,7 +197,8 @@ PRESETS: dict[str, Preset] = {preset.name: preset for preset in (
            _tf_keras, "tf.keras.optimizers.legacy.RMSprop (Keras 2): eps outside when momentum == 0, inside when > 0",
            "lazy when momentum > 0 (its sparse raw op), dense when momentum == 0"),
     Preset("tf1", {"learning_rate": _A(REQUIRED, "lr"), "decay": _A(0.9, "decay"), "momentum": _A(0.0, "momentum"),
-                   "epsilon": _A(1e-10, "eps"), "centered": _A(False, "bool")},
+                   "epsilon": _A(1e-10, "nonneg"), "use_locking": _A(False, "bool"), "centered": _A(False, "bool"),
+                   "name": _A("RMSProp", "any")},
            _tf1, "tf.compat.v1.train.RMSPropOptimizer: eps inside, lr inside the momentum, mean square starts at 1",
            "lazy"),
     Preset("mindspore", {"learning_rate": _A(0.1, "lr"), "decay": _A(0.9, "decay"), "momentum": _A(0.0, "momentum"),
