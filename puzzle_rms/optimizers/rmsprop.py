@@ -143,7 +143,7 @@ class RMSProp(Optimizer):
         self.emaOverwriteFrequency = (None if emaOverwriteFrequency is None
                                       else check_int(owner, "emaOverwriteFrequency", emaOverwriteFrequency, 1))
         self.emaStart = check_choice(owner, "emaStart", emaStart, ("first-update", "initial-weights"))
-        self.calls = 0  # update() calls, Keras' iterations counter (differs from t with gradient accumulation)
+        self._pending = 0  # update() calls accumulated since the last update (not checkpointed: save after an update)
 
     @classmethod
     def like(cls, name: str, /, **kwargs: Any) -> "RMSProp":
@@ -204,15 +204,17 @@ class RMSProp(Optimizer):
         """:meth:`Optimizer.update`, with gradient accumulation and the parameter average when configured.
 
         With ``gradientAccumulationSteps = n > 1`` a call that is not the ``n``-th only accumulates the
-        gradients and returns False.
+        gradients and returns False (the count of such calls is not checkpointed: save right after an update).
         """
         self._require_setup()
         n = self.gradientAccumulationSteps
-        if n > 1 and (self.calls + 1) % n:
+        iteration = self.t  # Keras' iterations: calls // n, the updates done before this call
+        if self._pending + 1 < n:
             for bucket in self.buckets:
                 bucket.sparseRows()  # dense mode: fold the rows into the dense gradient
                 acc = bucket.state["acc"]
                 acc += bucket.grads()
+            self._pending += 1
             applied = False
         else:
             if n > 1:
@@ -221,16 +223,16 @@ class RMSProp(Optimizer):
                     grads = bucket.grads()
                     grads += bucket.state["acc"]
                     grads *= 1.0 / n
-            if self.emaMomentum is not None and self.emaStart == "initial-weights" and self.calls == 0:
+            if self.emaMomentum is not None and self.emaStart == "initial-weights" and self.t == 0:
                 for bucket in self.buckets:
                     self.backend.copy_cast(bucket.state["ema"], self._weights(bucket))
             applied = super().update()
             if applied and n > 1:
                 for bucket in self.buckets:
                     bucket.state["acc"].fill(0)
+                self._pending = 0
         if self.emaMomentum is not None and (applied or n > 1):
-            self._average(self.calls // n)
-        self.calls += 1
+            self._average(iteration)
         return applied
 
     def _weights(self, bucket: Bucket) -> Any:
