@@ -1,12 +1,39 @@
 """Presets behind ``RMSProp.like(name, **kwargs)``: each framework's RMSProp under its own argument names.
 
-Every preset takes exactly the arguments its framework's RMSProp takes (those that change the numbers),
-with that framework's defaults, checks them under those names, and translates them into
-:class:`~puzzle_rms.optimizers.rmsprop.RMSProp` options. The table of what each one reproduces is in
-:data:`PRESETS` (and in the README); the formulas are in ``shared/design/rmsprop-variants.md``.
+Every preset takes the arguments its framework's RMSProp takes, with that framework's defaults, checks
+them under those names, and translates them into :class:`~puzzle_rms.optimizers.rmsprop.RMSProp`
+options. Arguments that change the numbers are reproduced; those that only choose the framework's
+implementation are accepted and ignored (each preset's ``ignored``). The table of what each one
+reproduces is in :data:`PRESETS` (and in the README); the formulas are in
+``shared/design/rmsprop-variants.md``; ``tests/goldens/`` holds each framework's own trajectories.
 
-The one deliberate difference from every framework: the centered variance ``ms - mg**2`` is clamped at
-0 before the root, where the frameworks return NaN when rounding makes it negative.
+============== ================================================ ==================================================
+preset         framework                                        accepted and ignored
+============== ================================================ ==================================================
+torch          ``torch.optim.RMSprop``                          foreach, capturable, differentiable
+keras3         ``keras.optimizers.RMSprop`` (Keras 3; alias     name
+               ``keras``)
+keras2         ``tf.keras.optimizers.RMSprop`` since TF 2.11    jit_compile, name
+               (``tf_keras.optimizers.RMSprop``)
+keras2-legacy  ``tf.keras.optimizers.legacy.RMSprop``           name
+               (``tf_keras.optimizers.legacy.RMSprop``)
+tf1            ``tf.compat.v1.train.RMSPropOptimizer``          use_locking, name
+optax          ``optax.rmsprop``                                (none)
+============== ================================================ ==================================================
+
+The name ``tf.keras`` is retired: it reproduced the legacy optimizer while ``tf.keras.optimizers.RMSprop``
+is the new one since TF 2.11 (see :data:`RETIRED`). Refused although the framework accepts it: torch's
+``alpha > 1`` (the mean square turns negative on the first step and every update is NaN there).
+
+Repeated rows of a row-sparse gradient (``sparseDuplicates``): Keras 2 (both) clips each occurrence on its
+own (norms over the un-summed rows, clipvalue per occurrence) and sums them afterwards; Keras 3 on
+TensorFlow also adds each occurrence's square to the mean square (except with global_clipnorm, which
+densifies the rows); the others sum repeated rows first. TF's raw ``SparseApplyRMSProp`` applies one
+step per occurrence: :mod:`puzzle_rms.ops` ``duplicates="apply"``.
+
+The one deliberate difference: the centered variance ``ms - mg**2`` is clamped at 0 before the root.
+Where rounding makes it negative, torch (``sqrt(v) + eps``) gives NaN; TF, Keras and optax with eps inside
+(``sqrt(v + eps)``) give NaN only when ``v + eps < 0`` and otherwise a denominator below ``sqrt(eps)``.
 """
 from __future__ import annotations
 
@@ -41,7 +68,8 @@ class Argument:
 class Preset:
     """A framework's RMSProp: its arguments, how they map onto RMSProp options, and what it reproduces.
 
-    ``groupArguments`` are the per-group keys of the framework's parameter groups that puzzle_rms groups
+    ``ignored`` names the arguments that are accepted and checked but do not change the numbers (they
+    choose the framework's implementation). ``groupArguments`` are the per-group keys of the framework's parameter groups that puzzle_rms groups
     carry (checked as the preset's argument of that name), and ``translateGroup`` maps them onto
     :meth:`~puzzle_rms.optimizers.optimizer.Optimizer.setupOn` group keys (see :func:`preset_group`).
     """
@@ -53,6 +81,7 @@ class Preset:
     sparse: str
     groupArguments: tuple[str, ...] = ()
     translateGroup: Optional[Callable[[str, dict[str, Any]], dict[str, Any]]] = None
+    ignored: tuple[str, ...] = ()  # accepted (checked) but not changing the numbers
 
     def signature(self) -> str:
         """The accepted arguments with their defaults, e.g. ``lr=0.01, alpha=0.99``."""
@@ -225,32 +254,35 @@ PRESETS: dict[str, Preset] = {preset.name: preset for preset in (
                      "foreach": _A(None, "optional-bool"), "maximize": _A(False, "bool"),
                      "capturable": _A(False, "bool"), "differentiable": _A(False, "bool")},
            _torch, "torch.optim.RMSprop: eps outside, lr outside the momentum buffer, coupled weight decay",
-           "dense (torch.optim.RMSprop rejects sparse gradients)", ("lr", "weight_decay"), _torch_group),
+           "dense (torch.optim.RMSprop rejects sparse gradients)", ("lr", "weight_decay"), _torch_group,
+           ("foreach", "capturable", "differentiable")),
     Preset("keras3", {"learning_rate": _A(1e-3, "lr"), "rho": _A(0.9, "decay"), "momentum": _A(0.0, "momentum"),
                       "epsilon": _A(1e-7, "nonneg"), "centered": _A(False, "bool"),
                       "weight_decay": _A(None, "optional-nonneg"), **_KERAS_CLIP, **_KERAS_EMA,
                       "loss_scale_factor": _A(None, "optional-positive"),
                       "gradient_accumulation_steps": _A(None, "optional-count"), "name": _A("rmsprop", "any")},
            _keras3, "keras.optimizers.RMSprop (Keras 3): eps inside, lr inside the momentum, decoupled weight decay",
-           "dense; on the TensorFlow backend each occurrence of a repeated row is squared on its own"),
+           "dense; on the TensorFlow backend each occurrence of a repeated row is squared on its own",
+           ignored=("name",)),
     Preset("keras2", {"learning_rate": _A(1e-3, "lr"), "rho": _A(0.9, "decay"), "momentum": _A(0.0, "momentum"),
                       "epsilon": _A(1e-7, "nonneg"), "centered": _A(False, "bool"),
                       "weight_decay": _A(None, "optional-nonneg"), **_KERAS_CLIP, **_KERAS_EMA,
                       "jit_compile": _A(True, "bool"), "name": _A("RMSprop", "any")},
            _keras2, "tf.keras.optimizers.RMSprop since TF 2.11 (tf_keras.optimizers.RMSprop, Keras 2): as Keras 3",
-           "dense; rows clipped as given (before repeated rows are summed)"),
+           "dense; each occurrence of a repeated row clipped on its own, then summed", ignored=("jit_compile", "name")),
     Preset("keras2-legacy", {"learning_rate": _A(1e-3, "lr"), "rho": _A(0.9, "decay"),
                              "momentum": _A(0.0, "momentum"), "epsilon": _A(1e-7, "nonneg"),
                              "centered": _A(False, "bool"), "name": _A("RMSprop", "any"), **_KERAS_CLIP,
                              "decay": _A(0.0, "nonneg")},
            _keras2_legacy, "tf.keras.optimizers.legacy.RMSprop (tf_keras.optimizers.legacy.RMSprop, Keras 2): "
            "eps outside when momentum == 0, inside when > 0; lr / (1 + decay * step)",
-           "lazy when momentum > 0 (its sparse raw op), dense when momentum == 0; rows clipped as given"),
+           "lazy when momentum > 0 (its sparse raw op), dense when momentum == 0; each occurrence of a repeated "
+           "row clipped on its own, then summed", ignored=("name",)),
     Preset("tf1", {"learning_rate": _A(REQUIRED, "lr"), "decay": _A(0.9, "decay"), "momentum": _A(0.0, "momentum"),
                    "epsilon": _A(1e-10, "nonneg"), "use_locking": _A(False, "bool"), "centered": _A(False, "bool"),
                    "name": _A("RMSProp", "any")},
            _tf1, "tf.compat.v1.train.RMSPropOptimizer: eps inside, lr inside the momentum, mean square starts at 1",
-           "lazy"),
+           "lazy (repeated rows summed first)", ignored=("use_locking", "name")),
     Preset("mindspore", {"learning_rate": _A(0.1, "lr"), "decay": _A(0.9, "decay"), "momentum": _A(0.0, "momentum"),
                          "epsilon": _A(1e-10, "eps"), "centered": _A(False, "bool"), "loss_scale": _A(1.0, "positive"),
                          "weight_decay": _A(0.0, "nonneg")},

@@ -51,7 +51,8 @@ class RMSProp(Optimizer):
         Nesterov momentum as optax applies it (needs momentum > 0).
     centered : bool
         Graves' centered variant; the variance is clamped at 0 before the root (a deliberate
-        improvement: the frameworks return NaN when rounding makes it negative).
+        difference: where rounding makes it negative the frameworks give NaN, or with eps inside the
+        root and ``v + eps > 0`` a smaller denominator).
     initialMeanSquare : float
         Starting value of ``ms`` (0 in most frameworks, 1 in TF1 and MindSpore).
     biasCorrection : bool
@@ -150,8 +151,10 @@ class RMSProp(Optimizer):
         """An RMSProp that reproduces framework ``name``'s RMSProp, configured with that framework's own
         argument names and defaults (``RMSProp.like("torch", lr=0.01, momentum=0.9)``).
 
-        Names: puzzlelib, puzzlelib-graves, torch, keras, tf.keras, tf1, mindspore, mxnet, mxnet2, optax;
-        see :mod:`puzzle_rms.optimizers.presets` for what each one reproduces.
+        Names: the keys of :data:`~puzzle_rms.optimizers.presets.PRESETS` (puzzlelib, puzzlelib-graves, torch,
+        keras3, keras2, keras2-legacy, tf1, mindspore, mxnet, mxnet2, optax, ...) and the aliases in
+        :data:`~puzzle_rms.optimizers.presets.ALIASES` ("keras" is keras3); see
+        :mod:`puzzle_rms.optimizers.presets` for what each one reproduces and which arguments it ignores.
 
         Raises
         ------
