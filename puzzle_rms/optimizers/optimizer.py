@@ -307,7 +307,8 @@ class Optimizer:
         if needSums:
             if sums is None:
                 sums = [self.backend.segment_sumsq(bucket.grads(), bucket.layout)
-                        + (0.0 if rows is None else rows.segmentSumsq()) for bucket, rows in zip(self.buckets, rowViews)]
+                        + (0.0 if rows is None else rows.segmentSumsq())
+                        for bucket, rows in zip(self.buckets, rowViews)]
             if not self._finite(sums, dynamic):
                 return False
         globalFactor = 1.0

@@ -45,8 +45,8 @@ import numpy as np
 from puzzle_rms.optimizers.schedules import InverseTimeDecay, validate_learn_rate
 from puzzle_rms.validation import check_bool, check_choice, check_int, check_range
 
-__all__ = ["ALIASES", "PRESETS", "REQUIRED", "RETIRED", "Argument", "Preset", "mindspore_decay_filter", "preset_arguments", "preset_group",
-           "resolve_name"]
+__all__ = ["ALIASES", "PRESETS", "REQUIRED", "RETIRED", "Argument", "Preset", "mindspore_decay_filter",
+           "preset_arguments", "preset_group", "resolve_name"]
 
 REQUIRED = object()  # the default of an argument that has none
 
@@ -69,9 +69,10 @@ class Preset:
     """A framework's RMSProp: its arguments, how they map onto RMSProp options, and what it reproduces.
 
     ``ignored`` names the arguments that are accepted and checked but do not change the numbers (they
-    choose the framework's implementation). ``groupArguments`` are the per-group keys of the framework's parameter groups that puzzle_rms groups
-    carry (checked as the preset's argument of that name), and ``translateGroup`` maps them onto
-    :meth:`~puzzle_rms.optimizers.optimizer.Optimizer.setupOn` group keys (see :func:`preset_group`).
+    choose the framework's implementation). ``groupArguments`` are the per-group keys of the framework's
+    parameter groups that puzzle_rms groups carry (checked as the preset's argument of that name), and
+    ``translateGroup`` maps them onto :meth:`~puzzle_rms.optimizers.optimizer.Optimizer.setupOn` group keys
+    (see :func:`preset_group`).
     """
 
     name: str
