@@ -366,3 +366,22 @@ def test_ema_overwrite_keeps_float16_and_master_weights_in_step(backend_name, us
 def test_inverse_time_decay_divides_any_rate():
     assert InverseTimeDecay(0.1, 0.5)(4) == pytest.approx(0.1 / 3)
     assert InverseTimeDecay(ExponentialDecay(0.1, 0.5, 2), 0.25)(2) == pytest.approx(0.05 / 1.5)
+
+
+@pytest.mark.parametrize("useGlobalState", [False, True], ids=["local", "global"])
+def test_value_clip_before_norms_still_sees_infinite_gradients(backend_name, useGlobalState):
+    """clipValueFirst clips the gradients before the norms; an inf must still raise (not become the limit)."""
+    from puzzle_rms.optimizers import NonFiniteGradientError
+
+    backend = backends.current()
+    variables = {name: Variable(np.ones(shape), name=name) for name, shape in SHAPES.items()}
+    optimizer = RMSProp(0.05, clipValue=0.5, clipValueFirst=True, clipNorm=1.0)
+    optimizer.setupOn(variables, useGlobalState=useGlobalState)
+    grad = np.full(SHAPES["b"], 2.0)
+    grad[3] = np.inf
+    variables["b"].grad[...] = backend.to_device(grad)
+    with pytest.raises(NonFiniteGradientError, match="'b'"):
+        optimizer.update()
+    np.testing.assert_array_equal(host(variables["b"].grad), grad)
+    for name in SHAPES:
+        np.testing.assert_array_equal(host(variables[name].data), 1.0)

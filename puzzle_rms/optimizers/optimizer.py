@@ -290,6 +290,11 @@ class Optimizer:
         dynamic = isinstance(self.lossScale, DynamicLossScale)
         preClip = self.preClipValue()
         if preClip is not None:  # in the units of g / lossScale, as the kernel clips
+            if self.nonFinite != "ignore" or dynamic:  # check before the clip would turn inf into the limit
+                raw = [self.backend.segment_sumsq(bucket.grads(), bucket.layout) + bucket.pendingRowSumsq()
+                       for bucket in self.buckets]
+                if not self._finite(raw, dynamic):
+                    return False
             for bucket in self.buckets:
                 bucket.clipGrads(preClip / gradScale)
         needSums = self.nonFinite != "ignore" or dynamic or self.clipNorm is not None or self.globalClipNorm is not None
