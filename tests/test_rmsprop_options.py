@@ -385,3 +385,18 @@ def test_value_clip_before_norms_still_sees_infinite_gradients(backend_name, use
     np.testing.assert_array_equal(host(variables["b"].grad), grad)
     for name in SHAPES:
         np.testing.assert_array_equal(host(variables[name].data), 1.0)
+
+
+def test_gradient_accumulation_skip_drops_the_window(backend_name):
+    """An inf accumulated into the window: the n-th call skips, and the next window starts clean."""
+    backend = backends.current()
+    var = Variable(np.ones(4), name="v")
+    optimizer = RMSProp(0.05, epsilon=0.1, gradientAccumulationSteps=2, nonFinite="skip")
+    optimizer.setupOn([var])
+    results = []
+    for g in (np.array([1.0, np.inf, 0.0, 1.0]), np.ones(4), np.ones(4), np.ones(4)):
+        optimizer.zeroGradParams()
+        var.grad[...] = backend.to_device(g)
+        results.append(optimizer.update())
+    assert results == [False, False, False, True] and optimizer.skippedSteps == 1 and optimizer.t == 1
+    assert np.isfinite(host(var.data)).all() and (host(var.data) < 1).all()

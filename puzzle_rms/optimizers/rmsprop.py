@@ -207,7 +207,8 @@ class RMSProp(Optimizer):
         """:meth:`Optimizer.update`, with gradient accumulation and the parameter average when configured.
 
         With ``gradientAccumulationSteps = n > 1`` a call that is not the ``n``-th only accumulates the
-        gradients and returns False (the count of such calls is not checkpointed: save right after an update).
+        gradients and returns False (the count of such calls is not checkpointed: save right after an update);
+        the ``n``-th checks the mean gradient, and a skipped (non-finite) one drops the accumulated window.
         """
         self._require_setup()
         n = self.gradientAccumulationSteps
@@ -230,7 +231,7 @@ class RMSProp(Optimizer):
                 for bucket in self.buckets:
                     self.backend.copy_cast(bucket.state["ema"], self._weights(bucket))
             applied = super().update()
-            if applied and n > 1:
+            if n > 1:  # applied, or skipped (non-finite): either way the accumulation window ends
                 for bucket in self.buckets:
                     bucket.state["acc"].fill(0)
                 self._pending = 0
