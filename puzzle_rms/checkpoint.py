@@ -48,6 +48,10 @@ __all__ = ["CheckpointError", "CheckpointMismatchError", "CheckpointableOptimize
 FORMAT = "puzzle_rms.checkpoint"
 VERSION = 1
 META_KEY = "__meta__"
+# Hyperparameters added to the optimizers after format version 1 was first written, with the value every
+# optimizer had before they existed: a file without one of them compares as having that value.
+_ADDED_HYPERPARAMETERS = {"sparseDuplicates": "sum", "clipValueFirst": False, "gradientAccumulationSteps": 1,
+                          "emaMomentum": None, "emaOverwriteFrequency": None, "emaStart": "first-update"}
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 HYPERPARAMETER_MODES = ("check", "keep")
 
@@ -405,9 +409,10 @@ def _saved_hyperparameters(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def _compare_hyperparameters(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """One line per hyperparameter that differs; one the file predates counts as its old value."""
     lines = []
     for name in sorted(set(saved) | set(current)):
-        old, new = saved.get(name, "<absent>"), current.get(name, "<absent>")
+        old, new = saved.get(name, _ADDED_HYPERPARAMETERS.get(name, "<absent>")), current.get(name, "<absent>")
         if json.dumps(old, sort_keys=True) != json.dumps(new, sort_keys=True):
             lines.append(f"hyperparameter {name}: {json.dumps(old)} in the checkpoint, {json.dumps(new)} in the "
                          f"optimizer")

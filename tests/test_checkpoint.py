@@ -428,7 +428,7 @@ def test_hyperparameters_are_only_the_declared_ones():
     assert RMSProp(0.1, factor=0.8, momentum=0.5, lossScale=DynamicLossScale(initialScale=4.0),
                    nonFinite="skip").hyperparameters() == described  # the failure policy is not a hyperparameter
     assert set(SGD(0.1).hyperparameters()) == {"class", "groups", "learnRate", "lossScale", "clipNorm",
-                                                "globalClipNorm", "sparseUpdate"}
+                                                "globalClipNorm", "sparseUpdate", "sparseDuplicates"}
 
 
 def _no_decay(name: str) -> bool:
@@ -441,7 +441,8 @@ CHANGED_ARGUMENTS = {
     "nesterov": True, "centered": True, "initialMeanSquare": 1.0, "biasCorrection": True, "weightDecay": 0.1,
     "decoupledWeightDecay": 0.1, "decayFilter": _no_decay, "wdBeforeClip": False, "clipValue": 1.0,
     "clipWeights": 1.0, "maximize": True, "masterWeights": True, "lossScale": 8.0, "clipNorm": 1.0,
-    "globalClipNorm": 1.0, "sparseUpdate": "lazy",
+    "globalClipNorm": 1.0, "sparseUpdate": "lazy", "sparseDuplicates": "clip-per-occurrence", "clipValueFirst": True,
+    "gradientAccumulationSteps": 2, "emaMomentum": 0.9, "emaOverwriteFrequency": 3, "emaStart": "initial-weights",
 }
 
 
