@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from rmsprop_reference import raw_apply_rmsprop, run_named
+from test_goldens import CASES as GOLDEN_CASES
 
 from puzzle_rms import backends
 from puzzle_rms import Variable
@@ -142,48 +143,6 @@ def mindspore(w, grads, name, learning_rate=0.1, decay=0.9, momentum=0.0, epsilo
     return w
 
 
-def mxnet1(w, grads, name, learning_rate=1e-3, gamma1=0.9, gamma2=0.9, epsilon=1e-8, centered=False,
-           clip_weights=None, wd=0.0, rescale_grad=1.0, clip_gradient=None):
-    n, gm, delta = np.zeros_like(w), np.zeros_like(w), np.zeros_like(w)
-    for t, g in enumerate(grads):
-        lr = lr_at(learning_rate, t)
-        g = g * rescale_grad + wd * w
-        if clip_gradient is not None:
-            g = np.clip(g, -clip_gradient, clip_gradient)
-        n = (1 - gamma1) * (g * g) + gamma1 * n
-        if not centered:
-            w = w - lr * g / np.sqrt(n + epsilon)
-        else:
-            gm = (1 - gamma1) * g + gamma1 * gm
-            delta = gamma2 * delta - lr * g / np.sqrt(n - gm * gm + epsilon)
-            w = w + delta
-        if clip_weights:
-            w = np.clip(w, -clip_weights, clip_weights)
-    return w
-
-
-def mxnet2(w, grads, name, learning_rate=1e-3, rho=0.9, momentum=0.9, epsilon=1e-8, centered=False,
-           clip_weights=None, wd=0.0, rescale_grad=1.0, clip_gradient=None):
-    mean, var, mom = np.zeros_like(w), np.zeros_like(w), np.zeros_like(w)
-    for t, g in enumerate(grads):
-        lr = lr_at(learning_rate, t)
-        g = g * rescale_grad
-        if clip_gradient is not None:
-            g = np.clip(g, -clip_gradient, clip_gradient)
-        g = g + wd * w
-        if not centered:
-            var = rho * var + (1 - rho) * np.square(g)
-            w = w - lr * g / (np.sqrt(var) + epsilon)
-        else:
-            mean = rho * mean + (1 - rho) * g
-            var = rho * var + (1 - rho) * np.square(g)
-            mom = momentum * mom - lr * g / np.sqrt(var - np.square(mean) + epsilon)
-            w = w + mom
-        if clip_weights:
-            w = np.clip(w, -clip_weights, clip_weights)
-    return w
-
-
 def optax_rmsprop(w, grads, name, learning_rate, decay=0.9, eps=1e-8, initial_scale=0.0, eps_in_sqrt=True,
                   centered=False, momentum=None, nesterov=False, bias_correction=False):
     """chain(scale_by_rms / scale_by_stddev, scale_by_learning_rate, trace) applied with optax.apply_updates."""
@@ -204,8 +163,7 @@ def optax_rmsprop(w, grads, name, learning_rate, decay=0.9, eps=1e-8, initial_sc
 
 
 REFERENCES = {"puzzlelib": puzzlelib, "puzzlelib-graves": puzzlelib_graves, "torch": torch_rmsprop,
-              "keras": keras3, "tf.keras": tf_keras2, "tf1": tf1, "mindspore": mindspore, "mxnet": mxnet1,
-              "mxnet2": mxnet2, "optax": optax_rmsprop}
+              "keras": keras3, "tf.keras": tf_keras2, "tf1": tf1, "mindspore": mindspore, "optax": optax_rmsprop}
 
 CASES = [
     ("puzzlelib", dict(learnRate=0.01, epsilon=0.05)),
@@ -236,14 +194,6 @@ CASES = [
     ("mindspore", dict(learning_rate=[0.05, 0.01, 0.08], momentum=0.9, epsilon=0.01)),
     ("mindspore", dict(learning_rate=0.05, centered=True, momentum=0.5, epsilon=0.01)),
     ("mindspore", dict(learning_rate=0.05, weight_decay=0.5, loss_scale=64.0, epsilon=0.01)),
-    ("mxnet", dict(learning_rate=0.05, gamma1=0.5, epsilon=0.05)),
-    ("mxnet", dict(learning_rate=changing, centered=True, gamma2=0.9, epsilon=0.01)),
-    ("mxnet", dict(learning_rate=0.05, wd=2.0, clip_gradient=0.3, rescale_grad=0.5, epsilon=0.01)),
-    ("mxnet", dict(learning_rate=0.3, clip_weights=0.6, centered=True, wd=0.1, epsilon=0.01)),
-    ("mxnet2", dict(learning_rate=0.05, rho=0.5, epsilon=0.05)),
-    ("mxnet2", dict(learning_rate=changing, centered=True, momentum=0.8, epsilon=0.01)),
-    ("mxnet2", dict(learning_rate=0.05, wd=2.0, clip_gradient=0.3, rescale_grad=0.5, epsilon=0.01)),
-    ("mxnet2", dict(learning_rate=0.3, clip_weights=0.6, wd=0.1, epsilon=0.01)),
     ("optax", dict(learning_rate=0.05, decay=0.5, eps=0.05)),
     ("optax", dict(learning_rate=0.05, eps=0.05, eps_in_sqrt=False, initial_scale=1.0)),
     ("optax", dict(learning_rate=changing, eps=0.01, centered=True, momentum=0.9)),
@@ -280,7 +230,11 @@ def test_preset_reproduces_its_framework(backend_name, case, useGlobalState):
 
 
 def test_every_preset_is_tested_with_its_options():
-    tested = {name: set().union(*(kwargs for n, kwargs in CASES if n == name)) for name in PRESETS}
+    """Each argument that changes the numbers is exercised here or by a golden case of the real framework."""
+    tested = {name: set().union(*(kwargs for n, kwargs in CASES if n == name),
+                                *(case["kwargs"] for _, case in GOLDEN_CASES
+                                  if case["kind"] == "optimizer" and case["preset"] == name))
+              for name in PRESETS}
     for name, preset in PRESETS.items():
         numeric = {arg for arg, spec in preset.arguments.items() if spec.kind != "any"}
         untested = numeric - tested[name] - {"global_clipnorm"}  # global_clipnorm: its own test below
@@ -359,6 +313,8 @@ def test_unknown_argument_names_the_preset_and_lists_its_arguments():
         RMSProp.like("keras", nesterov=True)
     with pytest.raises(TypeError, match=r"mxnet.*'rho'.*gamma1=0.9, gamma2=0.9"):
         RMSProp.like("mxnet", rho=0.9)
+    with pytest.raises(TypeError, match=r"mxnet.*param_idx2name must be None or a dict"):
+        RMSProp.like("mxnet", param_idx2name=["fc_weight"])
     with pytest.raises(TypeError, match=r"tf.keras.*'weight_decay'"):
         RMSProp.like("tf.keras", weight_decay=0.1)
 
@@ -382,7 +338,7 @@ def test_missing_required_learning_rate(name):
     ("mindspore", dict(loss_scale=0.0), r"loss_scale must be in \(0, inf\), got 0.0"),
     ("mxnet", dict(gamma1=1.1), r"gamma1 must be in \[0, 1\], got 1.1"),
     ("mxnet", dict(gamma2=-0.1), r"gamma2 must be in \[0, 1\), got -0.1"),
-    ("mxnet2", dict(clip_gradient=-1.0), r"clip_gradient must be in \(0, inf\), got -1.0"),
+    ("mxnet2", dict(clip_gradient=0.0, use_fused_step=False), r"clip_gradient=0.0 with use_fused_step=False"),
     ("optax", dict(learning_rate=0.1, momentum=-0.9), r"momentum must be in \[0, 1\), got -0.9"),
     ("puzzlelib", dict(factor=1.2), r"factor must be in \[0, 1\], got 1.2"),
     ("puzzlelib-graves", dict(epsilon=0), r"epsilon must be in \(0, inf\), got 0"),

@@ -16,9 +16,9 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from puzzle_rms.optimizers.schedules import validate_learn_rate
-from puzzle_rms.validation import check_bool, check_choice, check_range
+from puzzle_rms.validation import check_bool, check_choice, check_range, check_real
 
-__all__ = ["PRESETS", "REQUIRED", "Argument", "Preset", "mindspore_decay_filter", "preset_arguments", "preset_group"]
+__all__ = ["PRESETS", "REQUIRED", "Argument", "Preset", "mindspore_decay_filter", "mxnet_decay_filter", "preset_arguments", "preset_group"]
 
 REQUIRED = object()  # the default of an argument that has none
 
@@ -29,6 +29,8 @@ class Argument:
 
     ``kind`` is one of: ``lr`` (a float >= 0, a callable of the step, or a sequence), ``decay`` (in
     [0, 1]), ``momentum`` (in [0, 1)), ``eps`` (> 0), ``nonneg`` (>= 0), ``positive`` (> 0), ``bool``,
+    ``clip`` (None or any real number; the preset reads <= 0 as off, as MXNet does),
+    ``names`` (None or a dict index -> parameter name, MXNet's ``param_idx2name``),
     ``any`` (not checked here); ``optional-<kind>`` also accepts None.
     """
 
@@ -81,6 +83,13 @@ def _check(owner: str, name: str, value: Any, kind: str) -> Any:
         return check_range(owner, name, value, 0.0)
     if kind == "bool":
         return check_bool(owner, name, value)
+    if kind == "clip":
+        return None if value is None else check_real(owner, name, value)
+    if kind == "names":
+        if value is not None and not (isinstance(value, dict) and all(isinstance(v, str) for v in value.values())):
+            raise TypeError(f"{owner}: {name} must be None or a dict of parameter index -> parameter name, "
+                            f"got {value!r}")
+        return value
     return value
 
 
@@ -140,17 +149,36 @@ def _mindspore(owner: str, a: dict[str, Any]) -> dict[str, Any]:
 
 
 def _mxnet_common(a: dict[str, Any]) -> dict[str, Any]:
+    # MXNet passes a clip value to its kernel only when it is truthy, and the kernel clips only when it is > 0
+    def clip(value: Optional[float]) -> Optional[float]:
+        return value if value is not None and value > 0 else None
     return {"learnRate": a["learning_rate"], "epsilon": a["epsilon"], "centered": a["centered"],
-            "clipWeights": a["clip_weights"], "weightDecay": a["wd"], "lossScale": 1.0 / a["rescale_grad"],
-            "clipValue": a["clip_gradient"]}
+            "clipWeights": clip(a["clip_weights"]), "weightDecay": a["wd"], "lossScale": 1.0 / a["rescale_grad"],
+            "clipValue": clip(a["clip_gradient"])}
+
+
+def mxnet_decay_filter(param_idx2name: dict[Any, str]) -> Callable[[str], bool]:
+    """MXNet 1.x's weight-decay rule once ``param_idx2name`` names the parameters: a parameter listed there
+    whose name ends in neither ``_weight`` nor ``_gamma`` gets ``wd_mult`` 0 (so biases and BatchNorm
+    betas are not decayed); parameters not listed keep ``wd``."""
+    listed = frozenset(param_idx2name.values())
+    return lambda name: name not in listed or name.endswith(("_weight", "_gamma"))
 
 
 def _mxnet(owner: str, a: dict[str, Any]) -> dict[str, Any]:
+    decayFilter = None if not a["param_idx2name"] else mxnet_decay_filter(a["param_idx2name"])
     return {**_mxnet_common(a), "factor": a["gamma1"], "epsInSqrt": True,
-            "momentum": a["gamma2"] if a["centered"] else 0.0, "wdBeforeClip": True}
+            "momentum": a["gamma2"] if a["centered"] else 0.0, "wdBeforeClip": True, "decayFilter": decayFilter}
 
 
 def _mxnet2(owner: str, a: dict[str, Any]) -> dict[str, Any]:
+    # param_idx2name only names the parameters in 2.x (no wd_mult rule), and use_fused_step picks the fused
+    # kernel or the Python step, whose numbers agree: both accepted, neither changes the numbers; except that
+    # the Python step clips to [-c, c] even for c <= 0 (zeroing the gradient), which is refused here.
+    if not a["use_fused_step"] and a["clip_gradient"] is not None and a["clip_gradient"] <= 0:
+        raise ValueError(f"{owner}: clip_gradient={a['clip_gradient']!r} with use_fused_step=False makes MXNet clip "
+                         f"every gradient to [{-a['clip_gradient']!r}, {a['clip_gradient']!r}]; expected "
+                         f"clip_gradient > 0 or None there")
     return {**_mxnet_common(a), "factor": a["rho"], "epsInSqrt": a["centered"],
             "momentum": a["momentum"] if a["centered"] else 0.0, "wdBeforeClip": False}
 
@@ -166,9 +194,9 @@ def _optax(owner: str, a: dict[str, Any]) -> dict[str, Any]:
 _A = Argument
 _KERAS_CLIP = {"clipnorm": _A(None, "optional-positive"), "clipvalue": _A(None, "optional-positive"),
                "global_clipnorm": _A(None, "optional-positive")}
-_MXNET_TAIL = {"epsilon": _A(1e-8, "eps"), "centered": _A(False, "bool"), "clip_weights": _A(None, "optional-positive"),
-               "wd": _A(0.0, "nonneg"), "rescale_grad": _A(1.0, "positive"),
-               "clip_gradient": _A(None, "optional-positive")}
+_MXNET_TAIL = {"epsilon": _A(1e-8, "eps"), "centered": _A(False, "bool"), "clip_weights": _A(None, "clip"),
+               "wd": _A(0.0, "nonneg"), "rescale_grad": _A(1.0, "positive"), "clip_gradient": _A(None, "clip"),
+               "param_idx2name": _A(None, "names")}
 
 PRESETS: dict[str, Preset] = {preset.name: preset for preset in (
     Preset("puzzlelib", {"learnRate": _A(1e-3, "lr"), "factor": _A(0.9, "decay"), "epsilon": _A(1e-5, "eps"),
@@ -205,11 +233,13 @@ PRESETS: dict[str, Preset] = {preset.name: preset for preset in (
            "lazy"),
     Preset("mxnet", {"learning_rate": _A(1e-3, "lr"), "gamma1": _A(0.9, "decay"), "gamma2": _A(0.9, "momentum"),
                      **_MXNET_TAIL},
-           _mxnet, "mxnet.optimizer.RMSProp (1.x): eps inside; centered adds gamma2 momentum; wd before clip_gradient",
+           _mxnet, "mxnet.optimizer.RMSProp (1.x): eps inside; centered adds gamma2 momentum; wd before clip_gradient; "
+           "clip values <= 0 are off; with param_idx2name, wd only on names ending in _weight or _gamma",
            "dense"),
     Preset("mxnet2", {"learning_rate": _A(1e-3, "lr"), "rho": _A(0.9, "decay"), "momentum": _A(0.9, "momentum"),
-                      **_MXNET_TAIL},
-           _mxnet2, "mxnet.optimizer.RMSProp (2.x): eps outside (plain) or inside (centered); wd after clip_gradient",
+                      **_MXNET_TAIL, "use_fused_step": _A(True, "bool")},
+           _mxnet2, "mxnet.optimizer.RMSProp (2.x): eps outside (plain) or inside (centered); wd after clip_gradient; "
+           "clip values <= 0 are off",
            "dense"),
     Preset("optax", {"learning_rate": _A(REQUIRED, "lr"), "decay": _A(0.9, "decay"), "eps": _A(1e-8, "eps"),
                      "initial_scale": _A(0.0, "nonneg"), "eps_in_sqrt": _A(True, "bool"), "centered": _A(False, "bool"),
