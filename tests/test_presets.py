@@ -131,18 +131,6 @@ def tf1(w, grads, name, learning_rate, decay=0.9, momentum=0.0, epsilon=1e-10, c
     return w
 
 
-def mindspore(w, grads, name, learning_rate=0.1, decay=0.9, momentum=0.0, epsilon=1e-10, centered=False,
-              loss_scale=1.0, weight_decay=0.0):
-    ms, mg, mom = np.ones_like(w), np.zeros_like(w), np.zeros_like(w)
-    for t, g in enumerate(grads):
-        if weight_decay > 0 and "beta" not in name and "gamma" not in name:  # decay_weight, then scale_grad
-            g = g + weight_decay * w
-        g = g / loss_scale
-        lr = learning_rate[min(t, len(learning_rate) - 1)] if isinstance(learning_rate, list) else learning_rate
-        w, ms, mg, mom = raw_apply_rmsprop(w, g, ms, mg, mom, lr, decay, momentum, epsilon, centered)
-    return w
-
-
 def optax_rmsprop(w, grads, name, learning_rate, decay=0.9, eps=1e-8, initial_scale=0.0, eps_in_sqrt=True,
                   centered=False, momentum=None, nesterov=False, bias_correction=False):
     """chain(scale_by_rms / scale_by_stddev, scale_by_learning_rate, trace) applied with optax.apply_updates."""
@@ -163,7 +151,7 @@ def optax_rmsprop(w, grads, name, learning_rate, decay=0.9, eps=1e-8, initial_sc
 
 
 REFERENCES = {"puzzlelib": puzzlelib, "puzzlelib-graves": puzzlelib_graves, "torch": torch_rmsprop,
-              "keras": keras3, "tf.keras": tf_keras2, "tf1": tf1, "mindspore": mindspore, "optax": optax_rmsprop}
+              "keras": keras3, "tf.keras": tf_keras2, "tf1": tf1, "optax": optax_rmsprop}
 
 CASES = [
     ("puzzlelib", dict(learnRate=0.01, epsilon=0.05)),
@@ -190,10 +178,6 @@ CASES = [
     ("tf1", dict(learning_rate=0.05, decay=0.5, epsilon=0.05)),
     ("tf1", dict(learning_rate=changing, momentum=0.9, epsilon=0.01)),
     ("tf1", dict(learning_rate=0.05, centered=True, momentum=0.5, epsilon=0.01)),
-    ("mindspore", dict(learning_rate=0.05, decay=0.5, epsilon=0.05)),
-    ("mindspore", dict(learning_rate=[0.05, 0.01, 0.08], momentum=0.9, epsilon=0.01)),
-    ("mindspore", dict(learning_rate=0.05, centered=True, momentum=0.5, epsilon=0.01)),
-    ("mindspore", dict(learning_rate=0.05, weight_decay=0.5, loss_scale=64.0, epsilon=0.01)),
     ("optax", dict(learning_rate=0.05, decay=0.5, eps=0.05)),
     ("optax", dict(learning_rate=0.05, eps=0.05, eps_in_sqrt=False, initial_scale=1.0)),
     ("optax", dict(learning_rate=changing, eps=0.01, centered=True, momentum=0.9)),
@@ -221,7 +205,7 @@ def case_id(case):
 @pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
 def test_preset_reproduces_its_framework(backend_name, case, useGlobalState):
     name, kwargs = case
-    scale = kwargs.get("loss_scale_factor") or kwargs.get("loss_scale") or 1.0
+    scale = kwargs.get("loss_scale_factor") or 1.0
     weights, grads = problem()
     got = run_named(RMSProp.like(name, **kwargs), weights, grads, useGlobalState, scale)
     for var in NAMES:

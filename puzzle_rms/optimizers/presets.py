@@ -21,6 +21,7 @@ from puzzle_rms.validation import check_bool, check_choice, check_range, check_r
 __all__ = ["PRESETS", "REQUIRED", "Argument", "Preset", "mindspore_decay_filter", "mxnet_decay_filter", "preset_arguments", "preset_group"]
 
 REQUIRED = object()  # the default of an argument that has none
+_GROUP_KEY_KINDS = {"lr": "lr"}  # group keys named unlike any constructor argument (MindSpore's groups' "lr")
 
 
 @dataclass(frozen=True)
@@ -141,11 +142,19 @@ def _tf1(owner: str, a: dict[str, Any]) -> dict[str, Any]:
 
 
 def _mindspore(owner: str, a: dict[str, Any]) -> dict[str, Any]:
-    # MindSpore adds weight_decay * w to the still loss-scaled gradient, then divides by loss_scale.
+    # MindSpore multiplies weight_decay by loss_scale and adds it to the still loss-scaled gradient before
+    # dividing by loss_scale: the net step uses g / loss_scale + weight_decay * w. use_locking only guards
+    # concurrent updates: accepted, ignored.
     return {"learnRate": a["learning_rate"], "factor": a["decay"], "epsilon": a["epsilon"], "epsInSqrt": True,
             "initialMeanSquare": 1.0, "momentum": a["momentum"], "centered": a["centered"],
-            "lossScale": a["loss_scale"], "weightDecay": a["weight_decay"] / a["loss_scale"],
+            "lossScale": a["loss_scale"], "weightDecay": a["weight_decay"],
             "decayFilter": mindspore_decay_filter, "sparseUpdate": "lazy"}
+
+
+def _mindspore_group(owner: str, a: dict[str, Any]) -> dict[str, Any]:
+    # with parameter groups MindSpore decays every parameter of a group whose weight_decay is > 0: no name filter
+    keys = {"lr": "learnRate", "weight_decay": "weightDecay"}
+    return {**{keys[key]: value for key, value in a.items()}, "decayFilter": None}
 
 
 def _mxnet_common(a: dict[str, Any]) -> dict[str, Any]:
@@ -226,11 +235,12 @@ PRESETS: dict[str, Preset] = {preset.name: preset for preset in (
                    "epsilon": _A(1e-10, "eps"), "centered": _A(False, "bool")},
            _tf1, "tf.compat.v1.train.RMSPropOptimizer: eps inside, lr inside the momentum, mean square starts at 1",
            "lazy"),
-    Preset("mindspore", {"learning_rate": _A(0.1, "lr"), "decay": _A(0.9, "decay"), "momentum": _A(0.0, "momentum"),
-                         "epsilon": _A(1e-10, "eps"), "centered": _A(False, "bool"), "loss_scale": _A(1.0, "positive"),
-                         "weight_decay": _A(0.0, "nonneg")},
-           _mindspore, "mindspore.nn.RMSProp: as TF1, plus loss_scale and coupled weight decay skipping beta/gamma",
-           "lazy"),
+    Preset("mindspore", {"learning_rate": _A(0.1, "lr"), "decay": _A(0.9, "nonneg"), "momentum": _A(0.0, "nonneg"),
+                         "epsilon": _A(1e-10, "eps"), "use_locking": _A(False, "bool"), "centered": _A(False, "bool"),
+                         "loss_scale": _A(1.0, "positive"), "weight_decay": _A(0.0, "nonneg")},
+           _mindspore, "mindspore.nn.RMSProp: as TF1, plus loss_scale and coupled weight decay skipping beta/gamma "
+           "(parameter groups: lr and weight_decay per group, no beta/gamma filter); decay and momentum >= 0",
+           "lazy", ("lr", "weight_decay"), _mindspore_group),
     Preset("mxnet", {"learning_rate": _A(1e-3, "lr"), "gamma1": _A(0.9, "decay"), "gamma2": _A(0.9, "momentum"),
                      **_MXNET_TAIL},
            _mxnet, "mxnet.optimizer.RMSProp (1.x): eps inside; centered adds gamma2 momentum; wd before clip_gradient; "
@@ -288,5 +298,6 @@ def preset_group(name: str, groupKwargs: dict[str, Any]) -> dict[str, Any]:
         accepted = ", ".join(preset.groupArguments) or "none (this preset has no parameter groups)"
         raise TypeError(f"{owner}: per-group {', '.join(map(repr, unknown or list(groupKwargs)))} not supported; "
                         f"a parameter group of {name} accepts: {accepted}")
-    values = {key: _check(owner, key, value, preset.arguments[key].kind) for key, value in groupKwargs.items()}
+    values = {key: _check(owner, key, value, preset.arguments[key].kind if key in preset.arguments
+                          else _GROUP_KEY_KINDS[key]) for key, value in groupKwargs.items()}
     return preset.translateGroup(owner, values)

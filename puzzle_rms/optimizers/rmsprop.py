@@ -34,7 +34,8 @@ class RMSProp(Optimizer):
     learnRate : float, callable, sequence or schedule
         Step size (see :mod:`puzzle_rms.optimizers.schedules`).
     factor : float
-        Decay ``rho`` of the running mean square, in [0, 1].
+        Decay ``rho`` of the running mean square, >= 0; normally in [0, 1] (MindSpore also accepts > 1,
+        where the running mean extrapolates; the presets check their framework's own range).
     epsilon : float
         Added to the denominator; must be >= 0 (0 as torch and TF1 allow: a zero gradient with a zero mean
         square then gives NaN, as there).
@@ -89,7 +90,7 @@ class RMSProp(Optimizer):
                  nonFinite: str = "raise", sparseUpdate: str = "dense") -> None:
         super().__init__(learnRate, nodeinfo, lossScale, clipNorm, globalClipNorm, nonFinite, sparseUpdate)
         owner = "RMSProp"
-        self.factor = check_range(owner, "factor", factor, 0.0, 1.0)
+        self.factor = check_range(owner, "factor", factor, 0.0)
         self.epsilon = check_range(owner, "epsilon", epsilon, 0.0)
         self.epsInSqrt = check_bool(owner, "epsInSqrt", epsInSqrt)
         self.momentum = check_range(owner, "momentum", momentum, 0.0)
