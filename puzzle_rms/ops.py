@@ -30,10 +30,12 @@ import numpy as np
 from puzzle_rms import backends
 from puzzle_rms.backends.backend import Backend, Layout, hyper_vector
 from puzzle_rms.optimizers.buckets import state_dtype
-from puzzle_rms.sparse import check_indices, coalesce_rows, rows_layout
-from puzzle_rms.validation import check_range, check_real
+from puzzle_rms.sparse import check_indices, coalesce_rows, occurrence_rounds, rows_layout
+from puzzle_rms.validation import check_choice, check_range, check_real
 
-__all__ = ["applyCenteredRMSProp", "applyRMSProp", "sparseApplyCenteredRMSProp", "sparseApplyRMSProp"]
+DUPLICATES = ("sum", "apply")
+
+__all__ = ["DUPLICATES", "applyCenteredRMSProp", "applyRMSProp", "sparseApplyCenteredRMSProp", "sparseApplyRMSProp"]
 
 
 def applyRMSProp(var: Any, meanSquare: Any, moment: Any, learningRate: Any, grad: Any, decay: float,
@@ -83,28 +85,33 @@ def applyCenteredRMSProp(var: Any, meanGrad: Any, meanSquare: Any, moment: Any, 
 
 
 def sparseApplyRMSProp(var: Any, meanSquare: Any, moment: Any, learningRate: Any, grad: Any, indices: Any,
-                       decay: float, momentum: float, epsilon: float) -> Any:
+                       decay: float, momentum: float, epsilon: float, duplicates: str = "sum") -> Any:
     """:func:`applyRMSProp` on the rows ``var[indices]`` only (lazy: other rows and their state are untouched).
 
     ``grad`` has one row per index, shape ``(len(indices),) + var.shape[1:]``; ``indices`` is a 1-D integer
-    array of the current backend with values in ``[0, var.shape[0])``; rows of repeated indices are summed.
+    array of the current backend with values in ``[0, var.shape[0])``. ``duplicates`` says what repeated
+    indices do: "sum" (their rows are summed, then one step per row) or "apply" (one step per occurrence,
+    in the order given, as TF's ``SparseApplyRMSProp`` kernel does).
     """
     owner = "sparseApplyRMSProp"
     _check_arrays(owner, var, {"meanSquare": meanSquare, "moment": moment})
     _check_rows(owner, var, grad, indices)
     scalars = _check_scalars(owner, learningRate, decay, momentum, epsilon)
-    return _apply(var, grad, meanSquare, None, moment, indices, *scalars)
+    check_choice(owner, "duplicates", duplicates, DUPLICATES)
+    return _apply(var, grad, meanSquare, None, moment, indices, *scalars, duplicates=duplicates)
 
 
 def sparseApplyCenteredRMSProp(var: Any, meanGrad: Any, meanSquare: Any, moment: Any, grad: Any, indices: Any,
-                               learningRate: Any, decay: float, momentum: float, epsilon: float) -> Any:
-    """:func:`applyCenteredRMSProp` on the rows ``var[indices]`` only; ``grad`` and ``indices`` as in
-    :func:`sparseApplyRMSProp`."""
+                               learningRate: Any, decay: float, momentum: float, epsilon: float,
+                               duplicates: str = "sum") -> Any:
+    """:func:`applyCenteredRMSProp` on the rows ``var[indices]`` only; ``grad``, ``indices`` and ``duplicates``
+    as in :func:`sparseApplyRMSProp`."""
     owner = "sparseApplyCenteredRMSProp"
     _check_arrays(owner, var, {"meanGrad": meanGrad, "meanSquare": meanSquare, "moment": moment})
     _check_rows(owner, var, grad, indices)
     scalars = _check_scalars(owner, learningRate, decay, momentum, epsilon)
-    return _apply(var, grad, meanSquare, meanGrad, moment, indices, *scalars)
+    check_choice(owner, "duplicates", duplicates, DUPLICATES)
+    return _apply(var, grad, meanSquare, meanGrad, moment, indices, *scalars, duplicates=duplicates)
 
 
 # --- checks ---------------------------------------------------------------------------------------
@@ -181,24 +188,30 @@ def _dense_layout(backend: Backend, size: int) -> Layout:
 
 
 def _apply(var: Any, grad: Any, ms: Any, mg: Optional[Any], mom: Any, indices: Optional[Any], lr: float,
-           decay: float, momentum: float, epsilon: float) -> Any:
-    """One fused kernel call: over all of ``var``, or over the rows in ``indices`` with ``grad`` as compact rows."""
+           decay: float, momentum: float, epsilon: float, duplicates: str = "sum") -> Any:
+    """One fused kernel call: over all of ``var``, or over the rows in ``indices`` with ``grad`` as compact rows
+    (with ``duplicates="apply"``: one call per round of occurrences, see :func:`occurrence_rounds`)."""
     backend = backends.current()
     if indices is None:
-        layout, g = _dense_layout(backend, int(var.size)), grad.reshape(-1)
-    else:
+        calls = [(_dense_layout(backend, int(var.size)), grad.reshape(-1))]
+    elif duplicates == "sum":
         unique, rows = coalesce_rows(indices, grad)
-        layout = rows_layout(backend, [(0, backend.to_host(unique), rows.shape[1])])
-        g = rows.reshape(-1)
+        calls = [(rows_layout(backend, [(0, backend.to_host(unique), rows.shape[1])]), rows.reshape(-1))]
+    else:
+        hostIndices = backend.to_host(indices)
+        rows = grad.reshape(hostIndices.shape[0], -1)
+        calls = [(rows_layout(backend, [(0, hostIndices[positions], rows.shape[1])]),
+                  rows[backend.xp.asarray(positions)].reshape(-1)) for positions in occurrence_rounds(hostIndices)]
     stateDtype = state_dtype(var.dtype)
-    segParams = backend.seg_params(np.tile([[lr, 0.0, 1.0, 1.0]], (layout.numSegments, 1)), stateDtype)
     hyper = hyper_vector(rho=decay, oneMinusRho=1.0 - decay, epsIn=epsilon, epsOut=0.0, mu=momentum,
                          lrInMomentum=1.0)
     states = [s for s in (ms, mg, mom) if s is not None]
     # float16 state is computed in float32 copies (the kernels keep their state in float32 for float16)
     work = [s.reshape(-1) if s.dtype == stateDtype else s.reshape(-1).astype(stateDtype) for s in states]
     msW, mgW, momW = work[0], (work[1] if mg is not None else None), work[-1]
-    backend.rmsprop_update(var.reshape(-1), g, msW, mgW, momW, layout, segParams, hyper)
+    for layout, g in calls:
+        segParams = backend.seg_params(np.tile([[lr, 0.0, 1.0, 1.0]], (layout.numSegments, 1)), stateDtype)
+        backend.rmsprop_update(var.reshape(-1), g, msW, mgW, momW, layout, segParams, hyper)
     for state, copy in zip(states, work):
         if state.dtype != stateDtype:
             backend.copy_cast(state.reshape(-1), copy)

@@ -58,6 +58,24 @@ def coalesce_rows(indices: Any, rows: Any) -> tuple[Any, Any]:
     return unique, summed
 
 
+def occurrence_rounds(indices: np.ndarray) -> list[np.ndarray]:
+    """Positions in ``indices`` grouped into rounds: round ``k`` holds the ``k``-th occurrence of each index.
+
+    No index repeats within a round, and the occurrences of one index come in their order in ``indices``,
+    so applying the rounds one after another applies every occurrence in order, one fused call per round
+    (as many rounds as the most repeated index has occurrences). Host NumPy in and out.
+    """
+    indices = np.asarray(indices)
+    if indices.size == 0:
+        return []
+    order = np.argsort(indices, kind="stable")
+    ordered = indices[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    occurrence = np.empty(indices.size, np.int64)
+    occurrence[order] = np.arange(indices.size) - np.repeat(starts, np.diff(np.r_[starts, indices.size]))
+    return [np.flatnonzero(occurrence == k) for k in range(int(occurrence.max()) + 1)]
+
+
 def rows_layout(backend: Backend, parts: Sequence[tuple[int, np.ndarray, int]]) -> Layout:
     """A kernel layout with one segment per listed row.
 

@@ -61,6 +61,9 @@ def _lr_schedule(spec: dict) -> Callable[[int], float]:
         boundaries = [b for b, _ in spec["boundaries_and_scales"]]
         values = np.cumprod([spec["init_value"]] + [s for _, s in spec["boundaries_and_scales"]]).tolist()
         return PiecewiseConstant(boundaries, values)
+    if kind == "tf1.exponential_decay":  # global_step counts the updates done
+        return ExponentialDecay(spec["learning_rate"], spec["decay_rate"], spec["decay_steps"],
+                                spec.get("staircase", False))
     if kind == "torch.ExponentialLR":  # lr_scheduler stepped after every optimizer step
         return ExponentialDecay(spec["lr"], spec["gamma"], 1)
     if kind == "torch.StepLR":

@@ -137,6 +137,8 @@ def _tf_keras(owner: str, a: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tf1(owner: str, a: dict[str, Any]) -> dict[str, Any]:
+    # use_locking and name do not change the numbers: accepted, ignored. Repeated sparse indices are summed
+    # first (the optimizer deduplicates before its sparse raw op).
     return {"learnRate": a["learning_rate"], "factor": a["decay"], "epsilon": a["epsilon"], "epsInSqrt": True,
             "initialMeanSquare": 1.0, "momentum": a["momentum"], "centered": a["centered"], "sparseUpdate": "lazy"}
 
@@ -232,7 +234,8 @@ PRESETS: dict[str, Preset] = {preset.name: preset for preset in (
            _tf_keras, "tf.keras.optimizers.legacy.RMSprop (Keras 2): eps outside when momentum == 0, inside when > 0",
            "lazy when momentum > 0 (its sparse raw op), dense when momentum == 0"),
     Preset("tf1", {"learning_rate": _A(REQUIRED, "lr"), "decay": _A(0.9, "decay"), "momentum": _A(0.0, "momentum"),
-                   "epsilon": _A(1e-10, "eps"), "centered": _A(False, "bool")},
+                   "epsilon": _A(1e-10, "nonneg"), "use_locking": _A(False, "bool"), "centered": _A(False, "bool"),
+                   "name": _A("RMSProp", "any")},
            _tf1, "tf.compat.v1.train.RMSPropOptimizer: eps inside, lr inside the momentum, mean square starts at 1",
            "lazy"),
     Preset("mindspore", {"learning_rate": _A(0.1, "lr"), "decay": _A(0.9, "nonneg"), "momentum": _A(0.0, "nonneg"),
@@ -251,9 +254,9 @@ PRESETS: dict[str, Preset] = {preset.name: preset for preset in (
            _mxnet2, "mxnet.optimizer.RMSProp (2.x): eps outside (plain) or inside (centered); wd after clip_gradient; "
            "clip values <= 0 are off",
            "dense"),
-    Preset("optax", {"learning_rate": _A(REQUIRED, "lr"), "decay": _A(0.9, "decay"), "eps": _A(1e-8, "eps"),
+    Preset("optax", {"learning_rate": _A(REQUIRED, "lr"), "decay": _A(0.9, "decay"), "eps": _A(1e-8, "nonneg"),
                      "initial_scale": _A(0.0, "nonneg"), "eps_in_sqrt": _A(True, "bool"), "centered": _A(False, "bool"),
-                     "momentum": _A(None, "optional-momentum"), "nesterov": _A(False, "bool"),
+                     "momentum": _A(None, "optional-nonneg"), "nesterov": _A(False, "bool"),
                      "bias_correction": _A(False, "bool")},
            _optax, "optax.rmsprop: eps per eps_in_sqrt, lr inside the trace, optax's nesterov and bias correction",
            "dense"),

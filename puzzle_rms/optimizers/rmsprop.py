@@ -115,7 +115,7 @@ class RMSProp(Optimizer):
         self.useMasterWeights = check_bool(owner, "masterWeights", masterWeights)
 
     @classmethod
-    def like(cls, name: str, **kwargs: Any) -> "RMSProp":
+    def like(cls, name: str, /, **kwargs: Any) -> "RMSProp":
         """An RMSProp that reproduces framework ``name``'s RMSProp, configured with that framework's own
         argument names and defaults (``RMSProp.like("torch", lr=0.01, momentum=0.9)``).
 
