@@ -6,7 +6,10 @@ with that framework's defaults, checks them under those names, and translates th
 :data:`PRESETS` (and in the README); the formulas are in ``shared/design/rmsprop-variants.md``.
 
 The one deliberate difference from every framework: the centered variance ``ms - mg**2`` is clamped at
-0 before the root, where the frameworks return NaN when rounding makes it negative.
+0 before the root, where rounding can make it negative (the frameworks then give NaN, or with eps inside
+the root NaN only below -eps; MindSpore's CPU kernel skips the element instead; see the README). The
+MindSpore preset also differs from MindSpore's CPU kernel where that kernel puts eps outside the root
+against its documentation (README: deliberate differences).
 """
 from __future__ import annotations
 

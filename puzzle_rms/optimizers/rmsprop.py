@@ -52,7 +52,8 @@ class RMSProp(Optimizer):
         Nesterov momentum as optax applies it (needs momentum > 0).
     centered : bool
         Graves' centered variant; the variance is clamped at 0 before the root (a deliberate
-        improvement: the frameworks return NaN when rounding makes it negative).
+        improvement: where rounding makes it negative the frameworks give NaN, or skip the element as
+        MindSpore's CPU kernel does; see the README).
     initialMeanSquare : float
         Starting value of ``ms`` (0 in most frameworks, 1 in TF1 and MindSpore).
     biasCorrection : bool

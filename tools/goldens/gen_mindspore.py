@@ -15,6 +15,8 @@ documentation; the generator finds them by running the documented formula in Num
   CPU kernel leaves that element's ``var`` and ``mom`` unchanged (documented formula: NaN);
   puzzle_rms clamps the variance at 0 and takes the step.
 
+MindSpore's CPU ``SparseApplyRMSProp`` applies a repeated index once per occurrence, in order (its
+documentation calls repeats undefined): its cases run ``sparseApplyRMSProp(..., duplicates="apply")``.
 ``SparseApplyCenteredRMSProp`` runs only on Ascend (no CPU kernel) and has no golden here.
 Learning-rate schedules (``nn.ExponentialDecayLR`` ...) are given to the preset as the per-step list of
 rates they produced (MindSpore's own list form).
@@ -328,7 +330,7 @@ def build_ops() -> list[dict]:
                                  f"(var, ms, mom, lr, grad, indices)", "sparseApplyRMSProp",
                              {"learningRate": lr, "decay": rho, "momentum": momentum, "epsilon": eps}, {"var": var},
                              {"ms": state["ms"], "mom": state["mom"]}, [{"var": g} for g in grads], expected,
-                             note=note))
+                             note=note, options={"duplicates": "apply"}))
 
     # MindSpore wants one index per row of var (grad has var's shape); indices may repeat and skip rows
     sparse("sparse-rmsprop", (4, 3), [[0, 2, 3, 1], [3, 1, 2, 0], [2, 0, 1, 3]], 301, 0.01, 0.9, 0.5, 1e-6)
