@@ -276,12 +276,60 @@ def test_mindspore_skips_decay_for_beta_and_gamma(backend_name):
 
 
 def test_sparse_update_mode_of_each_preset():
-    modes = {name: RMSProp.like(name, **({"learning_rate": 0.1} if name in ("tf1", "optax") else {})).sparseUpdate
-             for name in PRESETS}
+    modes = {name: RMSProp.like(name, **({"learning_rate": 0.1} if name in ("tf1", "optax", "paddle") else {})
+                                ).sparseUpdate for name in PRESETS}
     assert modes == {"puzzlelib": "dense", "puzzlelib-graves": "dense", "torch": "dense", "keras": "dense",
                      "tf.keras": "dense", "tf1": "lazy", "mindspore": "lazy", "mxnet": "dense", "mxnet2": "dense",
-                     "optax": "dense"}
+                     "paddle": "dense", "optax": "dense"}
     assert RMSProp.like("tf.keras", momentum=0.9).sparseUpdate == "lazy"
+
+
+class ClipGradByNorm:  # stand-ins named like Paddle's classes: the preset reads class name and attributes
+    def __init__(self, clip_norm):
+        self.clip_norm = clip_norm
+
+
+class ClipGradByValue:
+    def __init__(self, max, min=None):
+        self.max, self.min = max, min
+
+
+class L2Decay:
+    def __init__(self, coeff):
+        self.coeff = coeff
+
+
+class L1Decay(L2Decay):
+    pass
+
+
+def test_paddle_reads_clip_and_decay_objects_like_their_dict_form():
+    byObject = RMSProp.like("paddle", learning_rate=0.1, grad_clip=ClipGradByNorm(0.5), weight_decay=L2Decay(0.2))
+    byDict = RMSProp.like("paddle", learning_rate=0.1, grad_clip={"type": "ClipGradByNorm", "clip_norm": 0.5},
+                          weight_decay=0.2)
+    assert (byObject.clipNorm, byObject.weightDecay) == (byDict.clipNorm, byDict.weightDecay) == (0.5, 0.2)
+    assert RMSProp.like("paddle", learning_rate=0.1, grad_clip=ClipGradByValue(0.3, -0.3)).clipValue == 0.3
+    assert RMSProp.like("paddle", learning_rate=0.1, grad_clip={"type": "ClipGradByGlobalNorm",
+                                                                "clip_norm": 2.0}).globalClipNorm == 2.0
+
+
+@pytest.mark.parametrize("kwargs, pattern", [
+    (dict(weight_decay=L1Decay(0.1)), r"weight_decay=L1Decay is not reproduced"),
+    (dict(weight_decay=-0.1), r"weight_decay must be in \[0, inf\), got -0.1"),
+    (dict(grad_clip=ClipGradByValue(0.3, -0.1)), r"grad_clip=ClipGradByValue\(max=0.3, min=-0.1\) is not symmetric"),
+    (dict(grad_clip={"type": "ClipGradByNorm", "clip_norm": 0.0}), r"grad_clip clip_norm must be in \(0, inf\)"),
+    (dict(grad_clip={"type": "ClipGradByL1", "clip_norm": 1.0}), r"grad_clip must be None, paddle.nn.ClipGradByNorm"),
+    (dict(grad_clip=0.5), r"grad_clip must be None, paddle.nn.ClipGradByNorm"),
+])
+def test_paddle_bad_decay_and_clip(kwargs, pattern):
+    with pytest.raises(ValueError, match=rf"RMSProp.like\('paddle'\): {pattern}"):
+        RMSProp.like("paddle", learning_rate=0.1, **kwargs)
+
+
+def test_group_learn_rate_scale_is_checked():
+    variables = {"w": Variable(np.zeros(3, np.float32), name="w")}
+    with pytest.raises(ValueError, match=r"learnRateScale must be in \[0, inf\), got -1.0"):
+        RMSProp(0.1).setupOn([{"params": variables, "learnRateScale": -1.0}])
 
 
 # --- bad input --------------------------------------------------------------------------------------
@@ -303,7 +351,7 @@ def test_unknown_argument_names_the_preset_and_lists_its_arguments():
         RMSProp.like("tf.keras", weight_decay=0.1)
 
 
-@pytest.mark.parametrize("name", ["tf1", "optax"])
+@pytest.mark.parametrize("name", ["tf1", "optax", "paddle"])
 def test_missing_required_learning_rate(name):
     with pytest.raises(TypeError, match=rf"RMSProp.like\('{name}'\): missing the required argument 'learning_rate'"):
         RMSProp.like(name)

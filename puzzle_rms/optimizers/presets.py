@@ -34,7 +34,9 @@ class Argument:
     ``kind`` is one of: ``lr`` (a float >= 0, a callable of the step, or a sequence), ``decay`` (in
     [0, 1]), ``momentum`` (in [0, 1)), ``eps`` (> 0), ``nonneg`` (>= 0), ``positive`` (> 0), ``bool``,
     ``clip`` (None or any real number; the preset reads <= 0 as off, as MXNet does),
-    ``names`` (None or a dict index -> parameter name, MXNet's ``param_idx2name``),
+    ``names`` (None or a dict index -> parameter name, MXNet's ``param_idx2name``), ``paddle-decay`` and
+    ``paddle-clip`` (Paddle's ``weight_decay`` and ``grad_clip``, see :func:`_paddle_weight_decay` and
+    :func:`_paddle_grad_clip`),
     ``any`` (not checked here); ``optional-<kind>`` also accepts None.
     """
 
@@ -89,6 +91,10 @@ def _check(owner: str, name: str, value: Any, kind: str) -> Any:
         return check_bool(owner, name, value)
     if kind == "clip":
         return None if value is None else check_real(owner, name, value)
+    if kind == "paddle-decay":
+        return _paddle_weight_decay(owner, name, value)
+    if kind == "paddle-clip":
+        return _paddle_grad_clip(owner, name, value)
     if kind == "names":
         if value is not None and not (isinstance(value, dict) and all(isinstance(v, str) for v in value.values())):
             raise TypeError(f"{owner}: {name} must be None or a dict of parameter index -> parameter name, "
@@ -197,6 +203,63 @@ def _mxnet2(owner: str, a: dict[str, Any]) -> dict[str, Any]:
             "momentum": a["momentum"] if a["centered"] else 0.0, "wdBeforeClip": False}
 
 
+_PADDLE_CLIPS = {"ClipGradByNorm": ("clip_norm",), "ClipGradByGlobalNorm": ("clip_norm",),
+                 "ClipGradByValue": ("max", "min")}
+
+
+def _paddle_weight_decay(owner: str, name: str, value: Any) -> float:
+    """Paddle's ``weight_decay``: None, a float (L2 coefficient) or a ``paddle.regularizer.L2Decay`` (read by
+    its class name and ``coeff``, so paddle need not be installed here). L1Decay changes the numbers in a
+    way puzzle_rms does not reproduce: refused."""
+    if value is None:
+        return 0.0
+    kind = type(value).__name__
+    if kind == "L2Decay":
+        value = getattr(value, "coeff", getattr(value, "_coeff", None))
+    elif kind == "L1Decay":
+        raise ValueError(f"{owner}: {name}=L1Decay is not reproduced (puzzle_rms has coupled L2 decay only); "
+                         f"expected None, a float >= 0 or paddle.regularizer.L2Decay")
+    return check_range(owner, name, value, 0.0)
+
+
+def _paddle_grad_clip(owner: str, name: str, value: Any) -> Optional[dict[str, float]]:
+    """Paddle's ``grad_clip`` as ``{"type": class name, <its arguments>}`` or a paddle clip object (read by its
+    class name and attributes): ClipGradByNorm(clip_norm), ClipGradByGlobalNorm(clip_norm) or
+    ClipGradByValue(max, min=-max); ClipGradByValue must be symmetric (puzzle_rms clips to [-c, c])."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        kind, args = value.get("type"), {k: v for k, v in value.items() if k != "type"}
+    else:
+        kind = type(value).__name__
+        args = {arg: getattr(value, arg) for arg in _PADDLE_CLIPS.get(kind, ()) if hasattr(value, arg)}
+    if kind not in _PADDLE_CLIPS or set(args) - set(_PADDLE_CLIPS[kind]) or _PADDLE_CLIPS[kind][0] not in args:
+        raise ValueError(f"{owner}: {name} must be None, paddle.nn.ClipGradByNorm(clip_norm), "
+                         f"ClipGradByGlobalNorm(clip_norm) or ClipGradByValue(max, min=None), or the same as "
+                         f"{{'type': <class name>, <arguments>}}; got {value!r}")
+    limit = check_range(owner, f"{name} {_PADDLE_CLIPS[kind][0]}", args[_PADDLE_CLIPS[kind][0]], 0.0, lowOpen=True)
+    if kind == "ClipGradByValue" and args.get("min") is not None and args["min"] != -limit:
+        raise ValueError(f"{owner}: {name}=ClipGradByValue(max={limit!r}, min={args['min']!r}) is not symmetric; "
+                         f"expected min=None or min=-max (puzzle_rms clips to [-c, c])")
+    return {"type": kind, "limit": limit}
+
+
+def _paddle(owner: str, a: dict[str, Any]) -> dict[str, Any]:
+    # Paddle clips first, then adds the L2 term; name only labels the optimizer: accepted, ignored
+    clip = a["grad_clip"] or {"type": None, "limit": None}
+    return {"learnRate": a["learning_rate"], "factor": a["rho"], "epsilon": a["epsilon"], "epsInSqrt": True,
+            "momentum": a["momentum"], "centered": a["centered"], "weightDecay": a["weight_decay"],
+            "wdBeforeClip": False, "clipNorm": clip["limit"] if clip["type"] == "ClipGradByNorm" else None,
+            "globalClipNorm": clip["limit"] if clip["type"] == "ClipGradByGlobalNorm" else None,
+            "clipValue": clip["limit"] if clip["type"] == "ClipGradByValue" else None}
+
+
+def _paddle_group(owner: str, a: dict[str, Any]) -> dict[str, Any]:
+    # a Paddle group's learning_rate scales the optimizer's (and its scheduler's) rate
+    keys = {"learning_rate": "learnRateScale", "weight_decay": "weightDecay"}
+    return {keys[key]: value for key, value in a.items()}
+
+
 def _optax(owner: str, a: dict[str, Any]) -> dict[str, Any]:
     momentum = a["momentum"] or 0.0
     return {"learnRate": a["learning_rate"], "factor": a["decay"], "epsilon": a["eps"],
@@ -257,6 +320,13 @@ PRESETS: dict[str, Preset] = {preset.name: preset for preset in (
            _mxnet2, "mxnet.optimizer.RMSProp (2.x): eps outside (plain) or inside (centered); wd after clip_gradient; "
            "clip values <= 0 are off",
            "dense"),
+    Preset("paddle", {"learning_rate": _A(REQUIRED, "lr"), "rho": _A(0.95, "nonneg"), "epsilon": _A(1e-6, "nonneg"),
+                      "momentum": _A(0.0, "nonneg"), "centered": _A(False, "bool"),
+                      "weight_decay": _A(None, "paddle-decay"), "grad_clip": _A(None, "paddle-clip"),
+                      "name": _A(None, "any")},
+           _paddle, "paddle.optimizer.RMSProp: eps inside, lr inside the momentum, coupled L2 weight decay added "
+           "after grad_clip (ClipGradByNorm, ClipGradByGlobalNorm, symmetric ClipGradByValue); groups scale lr",
+           "dense", ("learning_rate", "weight_decay"), _paddle_group),
     Preset("optax", {"learning_rate": _A(REQUIRED, "lr"), "decay": _A(0.9, "decay"), "eps": _A(1e-8, "nonneg"),
                      "initial_scale": _A(0.0, "nonneg"), "eps_in_sqrt": _A(True, "bool"), "centered": _A(False, "bool"),
                      "momentum": _A(None, "optional-nonneg"), "nesterov": _A(False, "bool"),
