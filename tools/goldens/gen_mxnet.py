@@ -41,9 +41,17 @@ def run(kwargs: dict, params: dict, steps: list) -> list[dict]:
     expected = []
     for step in steps:
         for index, name in enumerate(params):
-            updater(index, mx.nd.array(step[name]["dense"], dtype="float32"), weights[name])
+            updater(index, gradient(step[name], params[name].shape), weights[name])
         expected.append({name: weights[name].asnumpy() for name in params})
     return expected
+
+
+def gradient(grad: dict, shape: tuple):
+    """A dense NDArray, or a row_sparse one (MXNet wants its row indices unique and sorted)."""
+    if "dense" in grad:
+        return mx.nd.array(grad["dense"], dtype="float32")
+    return mx.nd.sparse.row_sparse_array((grad["values"], np.array(grad["indices"], np.int64)), shape=shape,
+                                         dtype="float32")
 
 
 def scheduled_rates(scheduler, steps: int) -> list[float]:
@@ -94,6 +102,16 @@ def build() -> list[dict]:
     add("large-gradients", {"learning_rate": 0.01, "epsilon": 1e-8}, TWO, 24, scale=100.0)
     add("decay-0", {"learning_rate": 0.01, DECAY: 0.0, "epsilon": 0.01}, TWO, 25)
     add("decay-1", {"learning_rate": 0.01, DECAY: 1.0, "epsilon": 0.5}, TWO, 26)
+
+    # row_sparse gradients (unique sorted rows, as MXNet requires): the rows not listed still decay n
+    emb = {"emb": (6, 3), "fc_weight": (3, 2)}
+    rows = [[0, 2, 5], [1, 2, 3], [0, 4, 5], [1, 2]]
+    params, grads = problem(44, emb, sparse={"emb": rows})
+    for id, kwargs in (("row-sparse", {"learning_rate": 0.05, "epsilon": 0.01}),
+                       ("row-sparse-centered-wd-clip", {"learning_rate": 0.05, "epsilon": 0.01, "centered": True,
+                                                        "wd": 0.1, "clip_gradient": 0.5, MOMENTUM: 0.5})):
+        cases.append(case(id, call_text(kwargs), PRESET, kwargs, params, grads, run(kwargs, params, grads),
+                          note="row_sparse gradient of emb, dense of fc_weight"))
 
     # learning-rate schedulers: the preset gets the rates the scheduler gave at each update
     for id, scheduler, seed in (
