@@ -137,6 +137,29 @@ class RowSparseGrad:
             self._indices, self._rows = [unique], [summed]
         return self._indices[0], self._rows[0]
 
+    def clip(self, limit: float) -> None:
+        """Clip every pending row occurrence to ``[-limit, limit]`` in place (before any summing)."""
+        xp = backends.current().xp
+        for rows in self._rows:
+            xp.clip(rows, -limit, limit, out=rows)
+
+    def sumsq(self) -> float:
+        """The sum of squares of every pending row occurrence (repeated rows not summed first)."""
+        xp = backends.current().xp
+        return float(sum(float(xp.sum(xp.square(rows, dtype=np.float64))) for rows in self._rows))
+
+    def squares(self) -> tuple[Any, Any, Any]:
+        """``(unique sorted indices, summed squares of the occurrences, summed occurrences)``, rows
+        ``(n, rowSize)``; the pending pairs are left as they are."""
+        xp = backends.current().xp
+        if not self._indices:
+            empty = xp.zeros((0, self.rowSize), self.dtype)
+            return xp.zeros(0, np.int64), empty, empty
+        indices = xp.concatenate(self._indices)
+        rows = xp.concatenate(self._rows)
+        unique, squared = coalesce_rows(indices, rows * rows)
+        return unique, squared, coalesce_rows(indices, rows)[1]
+
     def scatterInto(self, dense: Any) -> None:
         """Add the pending rows into the dense array ``dense`` (of the parameter's shape) in place."""
         indices, rows = self.coalesce()

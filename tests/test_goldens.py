@@ -50,8 +50,8 @@ def _lr_schedule(spec: dict) -> Callable[[int], float]:
                                 spec.get("staircase", False))
     if kind == "CosineDecay":
         return CosineDecay(spec["initial_learning_rate"], spec["decay_steps"], spec.get("alpha", 0.0))
-    if kind == "PiecewiseConstantDecay":
-        return PiecewiseConstant(spec["boundaries"], spec["values"])
+    if kind == "PiecewiseConstantDecay":  # Keras: values[i + 1] once step > boundaries[i] (integer steps)
+        return PiecewiseConstant([b + 1 for b in spec["boundaries"]], spec["values"])
     if kind == "optax.exponential_decay":
         return ExponentialDecay(spec["init_value"], spec["decay_rate"], spec["transition_steps"],
                                 spec.get("staircase", False))

@@ -120,6 +120,26 @@ class Bucket:
         for i in self.rowSegments:
             self.variables[i].rowGrad.clear()
 
+    def clipGrads(self, limit: float) -> None:
+        """Clip the dense gradients and every pending row occurrence to ``[-limit, limit]`` in place."""
+        grads = self.grads()
+        self.backend.xp.clip(grads, -limit, limit, out=grads)
+        for i in self.rowSegments:
+            self.variables[i].rowGrad.clip(limit)
+
+    def pendingRowSumsq(self) -> np.ndarray:
+        """Per segment, the sum of squares of its pending row occurrences (repeated rows not summed first)."""
+        sums = np.zeros(self.sizes.size)
+        for i in self.rowSegments:
+            sums[i] = self.variables[i].rowGrad.sumsq()
+        return sums
+
+    def pendingRowSquares(self) -> list[tuple[int, Any, Any, Any]]:
+        """``(segment, unique indices, summed squared occurrences, summed occurrences)`` of each
+        RowSparseVariable with pending rows."""
+        parts = [(i, *self.variables[i].rowGrad.squares()) for i in self.rowSegments]
+        return [part for part in parts if part[1].shape[0]]
+
     def sparseRows(self) -> Optional["RowsView"]:
         """Take in the pending row-sparse gradients of this bucket's RowSparseVariables.
 

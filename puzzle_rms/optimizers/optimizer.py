@@ -32,6 +32,7 @@ class NonFiniteGradientError(FloatingPointError):
 
 NON_FINITE_POLICIES = ("raise", "skip", "ignore")
 SPARSE_UPDATES = ("dense", "lazy")
+SPARSE_DUPLICATES = ("sum", "clip-per-occurrence", "square-per-occurrence")
 GROUP_KEYS = ("params", "learnRate", "learnRateScale", "weightDecay", "decoupledWeightDecay", "decayFilter")
 
 
@@ -78,11 +79,17 @@ class Optimizer:
         numbers as a dense gradient; Keras 3); "lazy" updates only the listed rows and their state, in
         one extra kernel call over those rows (TF1 and MindSpore sparse ops). Norm clipping and the
         finiteness check see the rows either way.
+    sparseDuplicates : {"sum", "clip-per-occurrence", "square-per-occurrence"}
+        What the clipping (and the rule's state) sees of a row that a row-sparse gradient lists more
+        than once: "sum" (the rows are summed first, as a dense gradient would hold them);
+        "clip-per-occurrence" (Keras 2: the norms count each occurrence on its own and the value clip
+        applies to each occurrence, then the rows are summed); "square-per-occurrence" (Keras 3 on
+        TensorFlow: as clip-per-occurrence, and the mean square adds each occurrence's square).
     """
 
     def __init__(self, learnRate: Any = 1e-3, nodeinfo: Any = None, lossScale: Union[float, DynamicLossScale] = 1.0,
                  clipNorm: Optional[float] = None, globalClipNorm: Optional[float] = None,
-                 nonFinite: str = "raise", sparseUpdate: str = "dense") -> None:
+                 nonFinite: str = "raise", sparseUpdate: str = "dense", sparseDuplicates: str = "sum") -> None:
         owner = type(self).__name__
         self.learnRate = validate_learn_rate(owner, learnRate)
         if not isinstance(lossScale, DynamicLossScale):
@@ -92,6 +99,10 @@ class Optimizer:
         self.globalClipNorm = check_optional_positive(owner, "globalClipNorm", globalClipNorm)
         self.nonFinite = check_choice(owner, "nonFinite", nonFinite, NON_FINITE_POLICIES)
         self.sparseUpdate = check_choice(owner, "sparseUpdate", sparseUpdate, SPARSE_UPDATES)
+        self.sparseDuplicates = check_choice(owner, "sparseDuplicates", sparseDuplicates, SPARSE_DUPLICATES)
+        if nodeinfo is not None and sparseDuplicates != "sum":
+            raise ValueError(f"{owner}: sparseDuplicates={sparseDuplicates!r} is not supported with nodeinfo; "
+                             f"use 'sum'")
         if nodeinfo is not None and not all(callable(getattr(nodeinfo, m, None)) for m in ("broadcast", "allreduceMean")):
             raise TypeError(f"{owner}: nodeinfo must be None or a NodeInfo (with broadcast and allreduceMean "
                             f"methods), got {nodeinfo!r} ({type(nodeinfo).__name__})")
@@ -118,6 +129,17 @@ class Optimizer:
 
     def masterWeights(self) -> bool:
         return False
+
+    def preClipValue(self) -> Optional[float]:
+        """A value clip that :meth:`update` runs on the gradients (and each pending row) in place before
+        measuring norms and summing repeated rows; None for none (the rule's kernel clips, if at all)."""
+        return None
+
+    def adjustRows(self, bucket: Bucket, squares: Any, segScale: np.ndarray) -> None:
+        """With sparseDuplicates "square-per-occurrence": account for ``squares`` (per bucket,
+        ``(segment, indices, sum of squared occurrences, sum of occurrences)`` of each row-sparse segment)
+        before the kernel step; ``segScale`` is the kernel's gradient scale of each segment."""
+        raise NotImplementedError(f"{type(self).__name__} does not support sparseDuplicates='square-per-occurrence'")
 
     # --- setup ----------------------------------------------------------------------------------
     def setupOn(self, target: Any, useGlobalState: bool = False) -> None:
@@ -266,28 +288,44 @@ class Optimizer:
         groupLr = self.currentLearnRates()
         groupWd = np.array([g.weightDecay for g in self.groups])
         groupWdd = np.array([g.decoupledWeightDecay for g in self.groups])
+        gradScale = 1.0 / self.lossScaleValue
+        dynamic = isinstance(self.lossScale, DynamicLossScale)
+        preClip = self.preClipValue()
+        if preClip is not None:  # in the units of g / lossScale, as the kernel clips
+            for bucket in self.buckets:
+                bucket.clipGrads(preClip / gradScale)
+        needSums = self.nonFinite != "ignore" or dynamic or self.clipNorm is not None or self.globalClipNorm is not None
+        occurrences = self.sparseDuplicates != "sum"
+        sums = None
+        if needSums and occurrences:  # every row occurrence on its own, before repeated rows are summed
+            sums = [self.backend.segment_sumsq(bucket.grads(), bucket.layout) + bucket.pendingRowSumsq()
+                    for bucket in self.buckets]
+        squares = [bucket.pendingRowSquares() if self.sparseDuplicates == "square-per-occurrence" else None
+                   for bucket in self.buckets]
         rowViews = [bucket.sparseRows() for bucket in self.buckets]  # dense mode: rows join the dense gradients
         if self.nodeinfo is not None:
             for bucket in self.buckets:
                 self.nodeinfo.allreduceMean(bucket.grads())
-        gradScale = 1.0 / self.lossScaleValue
-        dynamic = isinstance(self.lossScale, DynamicLossScale)
-        sums = None
-        if self.nonFinite != "ignore" or dynamic or self.clipNorm is not None or self.globalClipNorm is not None:
-            sums = [self.backend.segment_sumsq(bucket.grads(), bucket.layout)
-                    + (0.0 if rows is None else rows.segmentSumsq()) for bucket, rows in zip(self.buckets, rowViews)]
+        if needSums:
+            if sums is None:
+                sums = [self.backend.segment_sumsq(bucket.grads(), bucket.layout)
+                        + (0.0 if rows is None else rows.segmentSumsq()) for bucket, rows in zip(self.buckets, rowViews)]
             if not self._finite(sums, dynamic):
                 return False
         globalFactor = 1.0
         if self.globalClipNorm is not None:
             norm = math.sqrt(sum(float(s.sum()) for s in sums)) * gradScale
             globalFactor = min(1.0, self.globalClipNorm / norm) if norm > 0 else 1.0
-        for bucket, rows, bucketSums in zip(self.buckets, rowViews,
-                                            sums if sums is not None else [None] * len(self.buckets)):
+        for bucket, rows, bucketSums, bucketSquares in zip(self.buckets, rowViews,
+                                                           sums if sums is not None else [None] * len(self.buckets),
+                                                           squares):
             clipFactors = None
             if self.clipNorm is not None:
                 norms = np.sqrt(bucketSums) * gradScale
                 clipFactors = self.clipNorm / np.maximum(norms, self.clipNorm)  # min(1, clipNorm / norm), 1 at norm 0
+            if bucketSquares:
+                segScale = gradScale * globalFactor * (1.0 if clipFactors is None else clipFactors)
+                self.adjustRows(bucket, bucketSquares, np.broadcast_to(segScale, bucket.sizes.shape))
             segParams = bucket.segParams(groupLr, groupWd, groupWdd, clipFactors)
             self.step(bucket, segParams, gradScale * globalFactor)
             if rows is not None:

@@ -18,10 +18,11 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from puzzle_rms.optimizers.schedules import validate_learn_rate
-from puzzle_rms.validation import check_bool, check_choice, check_range, check_real
+from puzzle_rms.optimizers.schedules import InverseTimeDecay, validate_learn_rate
+from puzzle_rms.validation import check_bool, check_choice, check_int, check_range, check_real
 
-__all__ = ["PRESETS", "REQUIRED", "Argument", "Preset", "mindspore_decay_filter", "mxnet_decay_filter", "preset_arguments", "preset_group"]
+__all__ = ["ALIASES", "PRESETS", "REQUIRED", "RETIRED", "Argument", "Preset", "mindspore_decay_filter",
+           "mxnet_decay_filter", "preset_arguments", "preset_group", "resolve_name"]
 
 REQUIRED = object()  # the default of an argument that has none
 _GROUP_KEY_KINDS = {"lr": "lr"}  # group keys named unlike any constructor argument (MindSpore's groups' "lr")
@@ -36,7 +37,7 @@ class Argument:
     ``clip`` (None or any real number; the preset reads <= 0 as off, as MXNet does),
     ``names`` (None or a dict index -> parameter name, MXNet's ``param_idx2name``), ``paddle-decay`` and
     ``paddle-clip`` (Paddle's ``weight_decay`` and ``grad_clip``, see :func:`_paddle_weight_decay` and
-    :func:`_paddle_grad_clip`),
+    :func:`_paddle_grad_clip`), ``count`` (an integer >= 1),
     ``any`` (not checked here); ``optional-<kind>`` also accepts None.
     """
 
@@ -85,6 +86,8 @@ def _check(owner: str, name: str, value: Any, kind: str) -> Any:
         return check_range(owner, name, value, 0.0, 1.0, highOpen=True)
     if kind == "eps" or kind == "positive":
         return check_range(owner, name, value, 0.0, lowOpen=True)
+    if kind == "count":
+        return check_int(owner, name, value, 1)
     if kind == "nonneg":
         return check_range(owner, name, value, 0.0)
     if kind == "bool":
@@ -103,11 +106,21 @@ def _check(owner: str, name: str, value: Any, kind: str) -> Any:
     return value
 
 
-def _keras_clipping(owner: str, a: dict[str, Any]) -> dict[str, Any]:
+def _only_one_clip(owner: str, a: dict[str, Any]) -> None:
     given = [name for name in ("clipnorm", "clipvalue", "global_clipnorm") if a[name] is not None]
     if len(given) > 1:
         raise ValueError(f"{owner}: only one of clipnorm, clipvalue and global_clipnorm can be set, got {given}")
-    return {"clipNorm": a["clipnorm"], "clipValue": a["clipvalue"], "globalClipNorm": a["global_clipnorm"]}
+
+
+def _not_both_norms(owner: str, a: dict[str, Any]) -> None:
+    if a["clipnorm"] is not None and a["global_clipnorm"] is not None:
+        raise ValueError(f"{owner}: at most one of clipnorm and global_clipnorm can be set, got "
+                         f"clipnorm={a['clipnorm']!r}, global_clipnorm={a['global_clipnorm']!r}")
+
+
+def _keras_ema(a: dict[str, Any]) -> dict[str, Any]:
+    return {"emaMomentum": a["ema_momentum"] if a["use_ema"] else None,
+            "emaOverwriteFrequency": a["ema_overwrite_frequency"] if a["use_ema"] else None}
 
 
 def _puzzlelib(owner: str, a: dict[str, Any]) -> dict[str, Any]:
@@ -130,19 +143,44 @@ def _torch_group(owner: str, a: dict[str, Any]) -> dict[str, Any]:
     return {{"lr": "learnRate", "weight_decay": "weightDecay"}[key]: value for key, value in a.items()}
 
 
-def _keras(owner: str, a: dict[str, Any]) -> dict[str, Any]:
+def _keras3(owner: str, a: dict[str, Any]) -> dict[str, Any]:
+    # name does not change the numbers: accepted, ignored. On the TensorFlow backend a row-sparse gradient
+    # stays tf.IndexedSlices through clipnorm/clipvalue, so the mean square adds each occurrence's square;
+    # global_clipnorm multiplies it into a dense tensor (repeated rows summed), so only its norm is per occurrence.
+    _only_one_clip(owner, a)
     return {"learnRate": a["learning_rate"], "factor": a["rho"], "epsilon": a["epsilon"], "epsInSqrt": True,
             "momentum": a["momentum"], "centered": a["centered"],
             "decoupledWeightDecay": a["weight_decay"] or 0.0,
             "lossScale": 1.0 if a["loss_scale_factor"] is None else a["loss_scale_factor"],
-            **_keras_clipping(owner, a)}
+            "clipNorm": a["clipnorm"], "clipValue": a["clipvalue"], "globalClipNorm": a["global_clipnorm"],
+            "gradientAccumulationSteps": a["gradient_accumulation_steps"] or 1, "emaStart": "first-update",
+            "sparseDuplicates": "clip-per-occurrence" if a["global_clipnorm"] is not None else "square-per-occurrence",
+            **_keras_ema(a)}
 
 
-def _tf_keras(owner: str, a: dict[str, Any]) -> dict[str, Any]:
-    withMomentum = a["momentum"] > 0
-    return {"learnRate": a["learning_rate"], "factor": a["rho"], "epsilon": a["epsilon"], "epsInSqrt": withMomentum,
+def _keras2(owner: str, a: dict[str, Any]) -> dict[str, Any]:
+    # jit_compile and name do not change the numbers: accepted, ignored. Keras 2 clips by clipnorm, else by
+    # global_clipnorm, else by clipvalue: a clipvalue given with a norm is ignored, as there.
+    _not_both_norms(owner, a)
+    norm = a["clipnorm"] is not None or a["global_clipnorm"] is not None
+    return {"learnRate": a["learning_rate"], "factor": a["rho"], "epsilon": a["epsilon"], "epsInSqrt": True,
             "momentum": a["momentum"], "centered": a["centered"],
-            "sparseUpdate": "lazy" if withMomentum else "dense", **_keras_clipping(owner, a)}
+            "decoupledWeightDecay": a["weight_decay"] or 0.0,
+            "clipNorm": a["clipnorm"], "clipValue": None if norm else a["clipvalue"],
+            "globalClipNorm": a["global_clipnorm"], "emaStart": "initial-weights",
+            "sparseDuplicates": "clip-per-occurrence", **_keras_ema(a)}
+
+
+def _keras2_legacy(owner: str, a: dict[str, Any]) -> dict[str, Any]:
+    # name does not change the numbers: accepted, ignored. clipvalue applies before clipnorm/global_clipnorm.
+    _not_both_norms(owner, a)
+    withMomentum = a["momentum"] > 0
+    learnRate = a["learning_rate"] if not a["decay"] else InverseTimeDecay(a["learning_rate"], a["decay"])
+    return {"learnRate": learnRate, "factor": a["rho"], "epsilon": a["epsilon"], "epsInSqrt": withMomentum,
+            "momentum": a["momentum"], "centered": a["centered"],
+            "sparseUpdate": "lazy" if withMomentum else "dense", "clipNorm": a["clipnorm"],
+            "clipValue": a["clipvalue"], "globalClipNorm": a["global_clipnorm"], "clipValueFirst": True,
+            "sparseDuplicates": "clip-per-occurrence"}
 
 
 def _tf1(owner: str, a: dict[str, Any]) -> dict[str, Any]:
@@ -271,6 +309,8 @@ def _optax(owner: str, a: dict[str, Any]) -> dict[str, Any]:
 _A = Argument
 _KERAS_CLIP = {"clipnorm": _A(None, "optional-positive"), "clipvalue": _A(None, "optional-positive"),
                "global_clipnorm": _A(None, "optional-positive")}
+_KERAS_EMA = {"use_ema": _A(False, "bool"), "ema_momentum": _A(0.99, "decay"),
+              "ema_overwrite_frequency": _A(None, "optional-count")}
 _MXNET_TAIL = {"epsilon": _A(1e-8, "eps"), "centered": _A(False, "bool"), "clip_weights": _A(None, "clip"),
                "wd": _A(0.0, "nonneg"), "rescale_grad": _A(1.0, "positive"), "clip_gradient": _A(None, "clip"),
                "param_idx2name": _A(None, "names")}
@@ -289,16 +329,26 @@ PRESETS: dict[str, Preset] = {preset.name: preset for preset in (
                      "capturable": _A(False, "bool"), "differentiable": _A(False, "bool")},
            _torch, "torch.optim.RMSprop: eps outside, lr outside the momentum buffer, coupled weight decay",
            "dense (torch.optim.RMSprop rejects sparse gradients)", ("lr", "weight_decay"), _torch_group),
-    Preset("keras", {"learning_rate": _A(1e-3, "lr"), "rho": _A(0.9, "decay"), "momentum": _A(0.0, "momentum"),
-                     "epsilon": _A(1e-7, "eps"), "centered": _A(False, "bool"),
-                     "weight_decay": _A(None, "optional-nonneg"), **_KERAS_CLIP,
-                     "loss_scale_factor": _A(None, "optional-positive")},
-           _keras, "keras.optimizers.RMSprop (Keras 3): eps inside, lr inside the momentum, decoupled weight decay",
-           "dense"),
-    Preset("tf.keras", {"learning_rate": _A(1e-3, "lr"), "rho": _A(0.9, "decay"), "momentum": _A(0.0, "momentum"),
-                        "epsilon": _A(1e-7, "eps"), "centered": _A(False, "bool"), **_KERAS_CLIP},
-           _tf_keras, "tf.keras.optimizers.legacy.RMSprop (Keras 2): eps outside when momentum == 0, inside when > 0",
-           "lazy when momentum > 0 (its sparse raw op), dense when momentum == 0"),
+    Preset("keras3", {"learning_rate": _A(1e-3, "lr"), "rho": _A(0.9, "decay"), "momentum": _A(0.0, "momentum"),
+                      "epsilon": _A(1e-7, "nonneg"), "centered": _A(False, "bool"),
+                      "weight_decay": _A(None, "optional-nonneg"), **_KERAS_CLIP, **_KERAS_EMA,
+                      "loss_scale_factor": _A(None, "optional-positive"),
+                      "gradient_accumulation_steps": _A(None, "optional-count"), "name": _A("rmsprop", "any")},
+           _keras3, "keras.optimizers.RMSprop (Keras 3): eps inside, lr inside the momentum, decoupled weight decay",
+           "dense; on the TensorFlow backend each occurrence of a repeated row is squared on its own"),
+    Preset("keras2", {"learning_rate": _A(1e-3, "lr"), "rho": _A(0.9, "decay"), "momentum": _A(0.0, "momentum"),
+                      "epsilon": _A(1e-7, "nonneg"), "centered": _A(False, "bool"),
+                      "weight_decay": _A(None, "optional-nonneg"), **_KERAS_CLIP, **_KERAS_EMA,
+                      "jit_compile": _A(True, "bool"), "name": _A("RMSprop", "any")},
+           _keras2, "tf.keras.optimizers.RMSprop since TF 2.11 (tf_keras.optimizers.RMSprop, Keras 2): as Keras 3",
+           "dense; rows clipped as given (before repeated rows are summed)"),
+    Preset("keras2-legacy", {"learning_rate": _A(1e-3, "lr"), "rho": _A(0.9, "decay"),
+                             "momentum": _A(0.0, "momentum"), "epsilon": _A(1e-7, "nonneg"),
+                             "centered": _A(False, "bool"), "name": _A("RMSprop", "any"), **_KERAS_CLIP,
+                             "decay": _A(0.0, "nonneg")},
+           _keras2_legacy, "tf.keras.optimizers.legacy.RMSprop (tf_keras.optimizers.legacy.RMSprop, Keras 2): "
+           "eps outside when momentum == 0, inside when > 0; lr / (1 + decay * step)",
+           "lazy when momentum > 0 (its sparse raw op), dense when momentum == 0; rows clipped as given"),
     Preset("tf1", {"learning_rate": _A(REQUIRED, "lr"), "decay": _A(0.9, "decay"), "momentum": _A(0.0, "momentum"),
                    "epsilon": _A(1e-10, "nonneg"), "use_locking": _A(False, "bool"), "centered": _A(False, "bool"),
                    "name": _A("RMSProp", "any")},
@@ -336,13 +386,31 @@ PRESETS: dict[str, Preset] = {preset.name: preset for preset in (
 )}
 
 
-def preset_arguments(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Check ``kwargs`` against preset ``name`` and return the equivalent RMSProp keyword arguments.
+ALIASES: dict[str, str] = {"keras": "keras3"}  # the ``keras`` package is Keras 3
+RETIRED: dict[str, str] = {
+    "tf.keras": "'tf.keras' was ambiguous: it reproduced tf.keras.optimizers.legacy.RMSprop, while since TF 2.11 "
+                "tf.keras.optimizers.RMSprop is the new Keras 2 optimizer. Use 'keras2-legacy' for "
+                "tf.keras.optimizers.legacy.RMSprop or 'keras2' for tf.keras.optimizers.RMSprop (TF >= 2.11)",
+}
 
-    Raises ValueError for an unknown preset or an out-of-range value, TypeError for an argument the
-    framework does not have or a missing required one (listing the accepted arguments).
+
+def resolve_name(owner: str, name: str) -> str:
+    """The preset that ``name`` (a preset name or an alias) means; ValueError for a retired or unknown name."""
+    if name in RETIRED:
+        raise ValueError(f"{owner}: {RETIRED[name]}")
+    name = ALIASES.get(name, name)
+    check_choice(owner, "name", name, tuple(PRESETS) + tuple(ALIASES))
+    return name
+
+
+def preset_arguments(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Check ``kwargs`` against preset ``name`` (or an alias of it, see :data:`ALIASES`) and return the
+    equivalent RMSProp keyword arguments.
+
+    Raises ValueError for an unknown or retired preset name or an out-of-range value, TypeError for an
+    argument the framework does not have or a missing required one (listing the accepted arguments).
     """
-    check_choice("RMSProp.like", "name", name, tuple(PRESETS))
+    name = resolve_name("RMSProp.like", name)
     preset = PRESETS[name]
     owner = f"RMSProp.like({name!r})"
     unknown = [key for key in kwargs if key not in preset.arguments]
@@ -366,7 +434,7 @@ def preset_group(name: str, groupKwargs: dict[str, Any]) -> dict[str, Any]:
     key that the framework's groups do not have or that puzzle_rms groups cannot carry per group (listing
     the accepted ones), ValueError for a value out of its range.
     """
-    check_choice("preset_group", "name", name, tuple(PRESETS))
+    name = resolve_name("preset_group", name)
     preset = PRESETS[name]
     owner = f"preset_group({name!r})"
     unknown = [key for key in groupKwargs if key not in preset.groupArguments]

@@ -9,7 +9,7 @@ from puzzle_rms.optimizers.buckets import Bucket
 from puzzle_rms.optimizers.loss_scale import DynamicLossScale
 from puzzle_rms.optimizers.optimizer import Optimizer
 from puzzle_rms.optimizers.presets import preset_arguments
-from puzzle_rms.validation import check_bool, check_optional_positive, check_range
+from puzzle_rms.validation import check_bool, check_choice, check_int, check_optional_positive, check_range
 
 
 class RMSProp(Optimizer):
@@ -76,7 +76,24 @@ class RMSProp(Optimizer):
         For float16 parameters, keep float32 master weights that the kernel updates (the float16
         parameters are rounded copies). State is float32 for float16 parameters either way, and the
         parameter dtype otherwise.
-    nodeinfo, lossScale, clipNorm, globalClipNorm, nonFinite, sparseUpdate
+    clipValueFirst : bool
+        Clip gradient values before the norm clipping measures them (Keras 2 legacy), and, with
+        ``sparseDuplicates="clip-per-occurrence"``, clip each row occurrence before repeated rows are
+        summed. Either way the value clip then runs on the gradient buffers in place, before the kernel.
+    gradientAccumulationSteps : int
+        Keras 3: ``update()`` calls that only add the gradients into an accumulator (and return False),
+        until every ``n``-th call updates with the mean ``(g + accumulated) / n``. Learning-rate schedules
+        see the call count (update ``k`` happens at call ``k*n + n - 1``), as Keras' iterations do.
+    emaMomentum : float, optional
+        Keep an exponential moving average of the parameters, ``ema = m * ema + (1 - m) * w`` after
+        every ``update()`` call (Keras ``use_ema``/``ema_momentum``), in the state buffer ``ema``.
+    emaOverwriteFrequency : int, optional
+        Overwrite the parameters with their average after the calls where ``(iteration + 1)`` is a
+        multiple of it (``iteration`` counts updates from 0, as Keras' ``iterations``).
+    emaStart : {"first-update", "initial-weights"}
+        Where the average starts: at the parameters after the first update (Keras 3: momentum 0 on
+        iteration 0) or at the parameters before it (Keras 2).
+    nodeinfo, lossScale, clipNorm, globalClipNorm, nonFinite, sparseUpdate, sparseDuplicates
         See :class:`Optimizer`.
     """
 
@@ -88,8 +105,12 @@ class RMSProp(Optimizer):
                  clipValue: Optional[float] = None, clipWeights: Optional[float] = None, maximize: bool = False,
                  masterWeights: bool = False, lossScale: Union[float, DynamicLossScale] = 1.0,
                  clipNorm: Optional[float] = None, globalClipNorm: Optional[float] = None,
-                 nonFinite: str = "raise", sparseUpdate: str = "dense") -> None:
-        super().__init__(learnRate, nodeinfo, lossScale, clipNorm, globalClipNorm, nonFinite, sparseUpdate)
+                 nonFinite: str = "raise", sparseUpdate: str = "dense", sparseDuplicates: str = "sum",
+                 clipValueFirst: bool = False, gradientAccumulationSteps: int = 1,
+                 emaMomentum: Optional[float] = None, emaOverwriteFrequency: Optional[int] = None,
+                 emaStart: str = "first-update") -> None:
+        super().__init__(learnRate, nodeinfo, lossScale, clipNorm, globalClipNorm, nonFinite, sparseUpdate,
+                         sparseDuplicates)
         owner = "RMSProp"
         self.factor = check_range(owner, "factor", factor, 0.0)
         self.epsilon = check_range(owner, "epsilon", epsilon, 0.0)
@@ -114,6 +135,17 @@ class RMSProp(Optimizer):
         self.clipWeights = check_optional_positive(owner, "clipWeights", clipWeights)
         self.maximize = check_bool(owner, "maximize", maximize)
         self.useMasterWeights = check_bool(owner, "masterWeights", masterWeights)
+        self.clipValueFirst = check_bool(owner, "clipValueFirst", clipValueFirst)
+        if sparseDuplicates == "square-per-occurrence" and factor == 0:
+            raise ValueError(f"{owner}: sparseDuplicates='square-per-occurrence' needs factor > 0, got factor=0")
+        self.gradientAccumulationSteps = check_int(owner, "gradientAccumulationSteps", gradientAccumulationSteps, 1)
+        if self.gradientAccumulationSteps > 1 and sparseUpdate == "lazy":
+            raise ValueError(f"{owner}: gradientAccumulationSteps > 1 needs sparseUpdate='dense', got 'lazy'")
+        self.emaMomentum = None if emaMomentum is None else check_range(owner, "emaMomentum", emaMomentum, 0.0, 1.0)
+        self.emaOverwriteFrequency = (None if emaOverwriteFrequency is None
+                                      else check_int(owner, "emaOverwriteFrequency", emaOverwriteFrequency, 1))
+        self.emaStart = check_choice(owner, "emaStart", emaStart, ("first-update", "initial-weights"))
+        self._pending = 0  # update() calls accumulated since the last update (not checkpointed: save after an update)
 
     @classmethod
     def like(cls, name: str, /, **kwargs: Any) -> "RMSProp":
@@ -139,7 +171,88 @@ class RMSProp(Optimizer):
             state["mg"] = 0.0
         if self.momentum > 0:
             state["mom"] = 0.0
+        if self.gradientAccumulationSteps > 1:
+            state["acc"] = 0.0
+        if self.emaMomentum is not None:
+            state["ema"] = 0.0  # set from the parameters on the first update (see emaStart)
         return state
+
+    def preClipValue(self) -> Optional[float]:
+        """The value clip to run on the gradients before norms are measured and rows summed: with
+        clipValueFirst, or when repeated rows are clipped per occurrence (sparseDuplicates)."""
+        return self.clipValue if self.clipValueFirst or self.sparseDuplicates != "sum" else None
+
+    def adjustRows(self, bucket: Bucket, squares: Any, segScale: Any) -> None:
+        """Square per occurrence: before the kernel adds ``(1 - rho) * (s * G)**2`` for a listed row with
+        summed occurrences ``G``, add ``(1 - rho) / rho * s**2 * (sum of squares - G**2)`` to its mean
+        square, so that it ends up with ``(1 - rho) * s**2 * sum of squares`` (``s`` the segment's scale)."""
+        xp = self.backend.xp
+        ms = bucket.state["ms"]
+        for segment, indices, squared, summed in squares:
+            rowSize = squared.shape[1]
+            where = (int(bucket.offsets[segment]) + indices[:, None] * rowSize
+                     + xp.arange(rowSize)[None, :]).reshape(-1)
+            extra = (squared - summed * summed).reshape(-1)
+            ms[where] += (extra * ((1.0 - self.factor) / self.factor * float(segScale[segment]) ** 2)).astype(ms.dtype)
+
+    def currentLearnRates(self, step: Optional[int] = None) -> Any:
+        """As :meth:`Optimizer.currentLearnRates`; with gradient accumulation update ``step`` reads the
+        schedules at its call ``step * n + n - 1``."""
+        n = self.gradientAccumulationSteps
+        step = self.t if step is None else step
+        return super().currentLearnRates(step * n + n - 1)
+
+    def update(self) -> bool:
+        """:meth:`Optimizer.update`, with gradient accumulation and the parameter average when configured.
+
+        With ``gradientAccumulationSteps = n > 1`` a call that is not the ``n``-th only accumulates the
+        gradients and returns False (the count of such calls is not checkpointed: save right after an update).
+        """
+        self._require_setup()
+        n = self.gradientAccumulationSteps
+        iteration = self.t  # Keras' iterations: calls // n, the updates done before this call
+        if self._pending + 1 < n:
+            for bucket in self.buckets:
+                bucket.sparseRows()  # dense mode: fold the rows into the dense gradient
+                acc = bucket.state["acc"]
+                acc += bucket.grads()
+            self._pending += 1
+            applied = False
+        else:
+            if n > 1:
+                for bucket in self.buckets:
+                    bucket.sparseRows()
+                    grads = bucket.grads()
+                    grads += bucket.state["acc"]
+                    grads *= 1.0 / n
+            if self.emaMomentum is not None and self.emaStart == "initial-weights" and self.t == 0:
+                for bucket in self.buckets:
+                    self.backend.copy_cast(bucket.state["ema"], self._weights(bucket))
+            applied = super().update()
+            if applied and n > 1:
+                for bucket in self.buckets:
+                    bucket.state["acc"].fill(0)
+                self._pending = 0
+        if self.emaMomentum is not None and (applied or n > 1):
+            self._average(iteration)
+        return applied
+
+    def _weights(self, bucket: Bucket) -> Any:
+        return bucket.state["master"] if "master" in bucket.state else bucket.weights()
+
+    def _average(self, iteration: int) -> None:
+        """``ema = m * ema + (1 - m) * w`` (m = 0 on iteration 0 with emaStart "first-update"); overwrite w
+        with it after the iterations the overwrite frequency names."""
+        m = 0.0 if (self.emaStart == "first-update" and iteration == 0) else self.emaMomentum
+        overwrite = self.emaOverwriteFrequency is not None and (iteration + 1) % self.emaOverwriteFrequency == 0
+        for bucket in self.buckets:
+            weights, ema = self._weights(bucket), bucket.state["ema"]
+            ema *= m
+            ema += (1.0 - m) * weights
+            if overwrite:
+                self.backend.copy_cast(weights, ema)
+                if "master" in bucket.state:
+                    self.backend.copy_cast(bucket.weights(), weights)
 
     def groupDefaults(self) -> dict[str, Any]:
         return {"weightDecay": self.weightDecay, "decoupledWeightDecay": self.decoupledWeightDecay,
@@ -153,7 +266,7 @@ class RMSProp(Optimizer):
         bias = 1.0 / (1.0 - self.factor ** step) if self.biasCorrection else 1.0
         return hyper_vector(
             gradScale=-gradScale if self.maximize else gradScale,
-            clipValue=math.inf if self.clipValue is None else self.clipValue,
+            clipValue=math.inf if self.clipValue is None or self.preClipValue() is not None else self.clipValue,
             wdPre=1.0 if self.wdBeforeClip else 0.0, wdPost=0.0 if self.wdBeforeClip else 1.0,
             rho=self.factor, oneMinusRho=1.0 - self.factor,
             epsIn=self.epsilon if self.epsInSqrt else 0.0, epsOut=0.0 if self.epsInSqrt else self.epsilon,

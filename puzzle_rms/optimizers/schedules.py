@@ -90,3 +90,17 @@ class PiecewiseConstant:
 
     def __call__(self, step: int) -> float:
         return self.values[int(np.searchsorted(self.boundaries, step, side="right"))]
+
+
+class InverseTimeDecay:
+    """``lr(step) = learnRate(step) / (1 + decayRate * step)``: Keras 2 legacy optimizers' ``decay`` argument.
+
+    ``learnRate`` is a float or any schedule of this module (then its value at ``step`` is divided).
+    """
+
+    def __init__(self, learnRate: LearnRate, decayRate: float) -> None:
+        self.learnRate = validate_learn_rate("InverseTimeDecay", learnRate)
+        self.decayRate = check_range("InverseTimeDecay", "decayRate", decayRate, 0.0)
+
+    def __call__(self, step: int) -> float:
+        return learn_rate_at("InverseTimeDecay", self.learnRate, step) / (1.0 + self.decayRate * step)
