@@ -152,7 +152,7 @@ class RMSProp(Optimizer):
         """An RMSProp that reproduces framework ``name``'s RMSProp, configured with that framework's own
         argument names and defaults (``RMSProp.like("torch", lr=0.01, momentum=0.9)``).
 
-        Names: puzzlelib, puzzlelib-graves, torch, keras, tf.keras, tf1, mindspore, mxnet, mxnet2, optax;
+        Names: puzzlelib, puzzlelib-graves, torch, keras, tf.keras, tf1, mindspore, mxnet, mxnet2, paddle, optax;
         see :mod:`puzzle_rms.optimizers.presets` for what each one reproduces.
 
         Raises
