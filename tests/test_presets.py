@@ -182,6 +182,8 @@ def test_preset_group_translates_and_checks():
     with pytest.raises(ValueError, match=r"preset_group\('torch'\): lr must be in \[0, inf\), got -1"):
         preset_group("torch", {"lr": -1})
     assert preset_group("mindspore", {"lr": 0.1}) == {"learnRate": 0.1, "decayFilter": None}
+    with pytest.raises(ValueError, match=r"preset_group\('mindspore'\): grad_centralization=True is not reproduced"):
+        preset_group("mindspore", {"grad_centralization": True})
     assert preset_group("paddle", {"learning_rate": 0.5, "weight_decay": 0.1}) == {"learnRateScale": 0.5,
                                                                                   "weightDecay": 0.1}
     with pytest.raises(TypeError, match=r"preset_group\('optax'\): .*none \(this preset has no parameter groups\)"):

@@ -25,7 +25,7 @@ __all__ = ["ALIASES", "PRESETS", "REQUIRED", "RETIRED", "Argument", "Preset", "m
            "mxnet_decay_filter", "preset_arguments", "preset_group", "resolve_name"]
 
 REQUIRED = object()  # the default of an argument that has none
-_GROUP_KEY_KINDS = {"lr": "lr"}  # group keys named unlike any constructor argument (MindSpore's groups' "lr")
+_GROUP_KEY_KINDS = {"lr": "lr", "grad_centralization": "bool"}  # group-only keys
 
 
 @dataclass(frozen=True)
@@ -202,8 +202,11 @@ def _mindspore(owner: str, a: dict[str, Any]) -> dict[str, Any]:
 
 def _mindspore_group(owner: str, a: dict[str, Any]) -> dict[str, Any]:
     # with parameter groups MindSpore decays every parameter of a group whose weight_decay is > 0: no name filter
+    if a.get("grad_centralization"):
+        raise ValueError(f"{owner}: grad_centralization=True is not reproduced (it subtracts each gradient's mean "
+                         f"over all but the first axis where that axis has a multiple of 16 entries); expected False")
     keys = {"lr": "learnRate", "weight_decay": "weightDecay"}
-    return {**{keys[key]: value for key, value in a.items()}, "decayFilter": None}
+    return {**{keys[key]: value for key, value in a.items() if key in keys}, "decayFilter": None}
 
 
 def _mxnet_common(a: dict[str, Any]) -> dict[str, Any]:
@@ -359,7 +362,7 @@ PRESETS: dict[str, Preset] = {preset.name: preset for preset in (
                          "loss_scale": _A(1.0, "positive"), "weight_decay": _A(0.0, "nonneg")},
            _mindspore, "mindspore.nn.RMSProp: as TF1, plus loss_scale and coupled weight decay skipping beta/gamma "
            "(parameter groups: lr and weight_decay per group, no beta/gamma filter); decay and momentum >= 0",
-           "lazy", ("lr", "weight_decay"), _mindspore_group),
+           "lazy", ("lr", "weight_decay", "grad_centralization"), _mindspore_group),
     Preset("mxnet", {"learning_rate": _A(1e-3, "lr"), "gamma1": _A(0.9, "decay"), "gamma2": _A(0.9, "momentum"),
                      **_MXNET_TAIL},
            _mxnet, "mxnet.optimizer.RMSProp (1.x): eps inside; centered adds gamma2 momentum; wd before clip_gradient; "

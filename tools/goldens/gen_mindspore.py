@@ -207,6 +207,9 @@ def build_nn() -> list[dict]:
         groups=[{"params": ["fc.weight"], "weight_decay": 0.0}, {"params": ["fc.bias", "bn.gamma", "bn.beta"]}])
     add("groups-lr-list-centered", {"learning_rate": 0.05, "centered": True, "epsilon": 1e-6}, THREE, 142,
         groups=[{"params": ["w1"], "lr": [0.01, 0.03, 0.02, 0.05]}, {"params": ["w2", "w3"], "lr": 0.02}])
+    add("groups-grad-centralization-off", {"learning_rate": 0.05, "weight_decay": 0.1, "epsilon": 1e-6}, NAMED, 144,
+        groups=[{"params": ["fc.weight"], "grad_centralization": False, "lr": 0.03},
+                {"params": ["fc.bias", "bn.gamma", "bn.beta"], "grad_centralization": False}])
     add("groups-loss-scale-wd", {"learning_rate": 0.05, "loss_scale": 8.0, "weight_decay": 0.1, "epsilon": 1e-6},
         NAMED, 143, scale=8.0,
         groups=[{"params": ["fc.weight", "fc.bias"], "weight_decay": 0.4}, {"params": ["bn.gamma", "bn.beta"]}])
