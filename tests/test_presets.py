@@ -190,6 +190,37 @@ def test_preset_group_translates_and_checks():
         preset_group("optax", {"learning_rate": 0.1})
 
 
+class FactorScheduler:
+    """MXNet's FactorScheduler as documented: base_lr * factor ** floor((num_update - 1) / step), num_update >= 1."""
+
+    def __init__(self, step, factor, base_lr):
+        self.step, self.factor, self.base_lr = step, factor, base_lr
+
+    def __call__(self, num_update):
+        return self.base_lr * self.factor ** ((num_update - 1) // self.step)
+
+
+@pytest.mark.parametrize("stem", ["mxnet1", "mxnet2"])
+@pytest.mark.parametrize("id, kwargs, base", [
+    ("factor-scheduler", dict(learning_rate=0.05, epsilon=0.01), 0.05),
+    ("factor-scheduler-begin-num-update", dict(learning_rate=0.05, begin_num_update=3, epsilon=0.01), 0.08),
+    ("factor-scheduler-lr-none", dict(learning_rate=None, epsilon=0.01), 0.08),
+])
+def test_mxnet_lr_scheduler_reproduces_the_golden(backend_name, stem, id, kwargs, base):
+    """The golden cases ran MXNet with FactorScheduler(step=2, factor=0.5): the preset given a scheduler with
+    MXNet's update count (1-based, shifted by begin_num_update; base_lr replaced by learning_rate) matches."""
+    case = next(c for c in json.loads((GOLDENS / f"{stem}.json").read_text(encoding="utf-8"))["cases"]
+                if c["id"] == id)
+    scheduler = FactorScheduler(2, 0.5, base)
+    optimizer = RMSProp.like(case["preset"], lr_scheduler=scheduler, **kwargs)
+    assert scheduler.base_lr == (base if kwargs["learning_rate"] is None else kwargs["learning_rate"])
+    weights = {name: np.array(values, np.float32) for name, values in case["params"].items()}
+    grads = [{name: np.array(g["dense"], np.float32) for name, g in step.items()} for step in case["steps"]]
+    got = run_named(optimizer, weights, grads, useGlobalState=False)
+    for name, want in case["expected"][-1].items():
+        np.testing.assert_allclose(got[name], np.array(want, np.float32), rtol=1e-5, atol=1e-6)
+
+
 class ClipGradByNorm:  # stand-ins named like Paddle's classes: the preset reads class name and attributes
     def __init__(self, clip_norm):
         self.clip_norm = clip_norm
@@ -251,6 +282,8 @@ def test_unknown_argument_names_the_preset_and_lists_its_arguments():
         RMSProp.like("keras", nesterov=True)
     with pytest.raises(TypeError, match=r"mxnet.*'rho'.*gamma1=0.9, gamma2=0.9"):
         RMSProp.like("mxnet", rho=0.9)
+    with pytest.raises(TypeError, match=r"mxnet2.*lr_scheduler must be None or a callable num_update"):
+        RMSProp.like("mxnet2", lr_scheduler=0.5)
     with pytest.raises(TypeError, match=r"mxnet.*param_idx2name must be None or a dict"):
         RMSProp.like("mxnet", param_idx2name=["fc_weight"])
     with pytest.raises(TypeError, match=r"keras2-legacy.*'weight_decay'"):
@@ -282,6 +315,7 @@ def test_missing_required_learning_rate(name):
     ("mxnet", dict(gamma2=-0.1), r"gamma2 must be in \[0, 1\), got -0.1"),
     ("mxnet2", dict(clip_gradient=0.0, use_fused_step=False), r"clip_gradient=0.0 with use_fused_step=False"),
     ("mindspore", dict(decay=-0.1), r"decay must be in \[0, inf\), got -0.1"),
+    ("mxnet", dict(begin_num_update=-1), r"begin_num_update must be an integer >= 0, got -1"),
     ("paddle", dict(learning_rate=0.1, rho=-0.5), r"rho must be in \[0, inf\), got -0.5"),
     ("optax", dict(learning_rate=0.1, momentum=-0.9), r"momentum must be in \[0, inf\), got -0.9"),
     ("puzzlelib", dict(factor=1.2), r"factor must be in \[0, 1\], got 1.2"),

@@ -35,7 +35,8 @@ class Argument:
     ``kind`` is one of: ``lr`` (a float >= 0, a callable of the step, or a sequence), ``decay`` (in
     [0, 1]), ``momentum`` (in [0, 1)), ``eps`` (> 0), ``nonneg`` (>= 0), ``positive`` (> 0), ``bool``,
     ``clip`` (None or any real number; the preset reads <= 0 as off, as MXNet does),
-    ``names`` (None or a dict index -> parameter name, MXNet's ``param_idx2name``), ``paddle-decay`` and
+    ``names`` (None or a dict index -> parameter name, MXNet's ``param_idx2name``), ``scheduler`` (None or a
+    callable of MXNet's 1-based update count), ``index`` (an integer >= 0), ``paddle-decay`` and
     ``paddle-clip`` (Paddle's ``weight_decay`` and ``grad_clip``, see :func:`_paddle_weight_decay` and
     :func:`_paddle_grad_clip`), ``count`` (an integer >= 1),
     ``any`` (not checked here); ``optional-<kind>`` also accepts None.
@@ -94,6 +95,13 @@ def _check(owner: str, name: str, value: Any, kind: str) -> Any:
         return check_bool(owner, name, value)
     if kind == "clip":
         return None if value is None else check_real(owner, name, value)
+    if kind == "scheduler":
+        if value is not None and not callable(value):
+            raise TypeError(f"{owner}: {name} must be None or a callable num_update -> learning rate (an MXNet "
+                            f"LRScheduler), got {value!r}")
+        return value
+    if kind == "index":
+        return check_int(owner, name, value, 0)
     if kind == "paddle-decay":
         return _paddle_weight_decay(owner, name, value)
     if kind == "paddle-clip":
@@ -213,9 +221,20 @@ def _mxnet_common(a: dict[str, Any]) -> dict[str, Any]:
     # MXNet passes a clip value to its kernel only when it is truthy, and the kernel clips only when it is > 0
     def clip(value: Optional[float]) -> Optional[float]:
         return value if value is not None and value > 0 else None
-    return {"learnRate": a["learning_rate"], "epsilon": a["epsilon"], "centered": a["centered"],
+    return {"learnRate": _mxnet_learn_rate(a), "epsilon": a["epsilon"], "centered": a["centered"],
             "clipWeights": clip(a["clip_weights"]), "weightDecay": a["wd"], "lossScale": 1.0 / a["rescale_grad"],
             "clipValue": clip(a["clip_gradient"])}
+
+
+def _mxnet_learn_rate(a: dict[str, Any]) -> Any:
+    """MXNet's rate: ``lr_scheduler(num_update)`` with ``num_update = begin_num_update + step + 1``; like MXNet,
+    a scheduler whose ``base_lr`` differs from ``learning_rate`` gets ``base_lr = learning_rate``."""
+    scheduler, begin, lr = a["lr_scheduler"], a["begin_num_update"], a["learning_rate"]
+    if scheduler is None:
+        return 0.01 if lr is None else lr  # MXNet's rate when neither is given
+    if lr is not None and getattr(scheduler, "base_lr", lr) != lr:
+        scheduler.base_lr = lr
+    return lambda step: scheduler(begin + step + 1)
 
 
 def mxnet_decay_filter(param_idx2name: dict[Any, str]) -> Callable[[str], bool]:
@@ -316,7 +335,8 @@ _KERAS_EMA = {"use_ema": _A(False, "bool"), "ema_momentum": _A(0.99, "decay"),
               "ema_overwrite_frequency": _A(None, "optional-count")}
 _MXNET_TAIL = {"epsilon": _A(1e-8, "eps"), "centered": _A(False, "bool"), "clip_weights": _A(None, "clip"),
                "wd": _A(0.0, "nonneg"), "rescale_grad": _A(1.0, "positive"), "clip_gradient": _A(None, "clip"),
-               "param_idx2name": _A(None, "names")}
+               "param_idx2name": _A(None, "names"), "lr_scheduler": _A(None, "scheduler"),
+               "begin_num_update": _A(0, "index")}
 
 PRESETS: dict[str, Preset] = {preset.name: preset for preset in (
     Preset("puzzlelib", {"learnRate": _A(1e-3, "lr"), "factor": _A(0.9, "decay"), "epsilon": _A(1e-5, "eps"),
@@ -363,12 +383,12 @@ PRESETS: dict[str, Preset] = {preset.name: preset for preset in (
            _mindspore, "mindspore.nn.RMSProp: as TF1, plus loss_scale and coupled weight decay skipping beta/gamma "
            "(parameter groups: lr and weight_decay per group, no beta/gamma filter); decay and momentum >= 0",
            "lazy", ("lr", "weight_decay", "grad_centralization"), _mindspore_group),
-    Preset("mxnet", {"learning_rate": _A(1e-3, "lr"), "gamma1": _A(0.9, "decay"), "gamma2": _A(0.9, "momentum"),
+    Preset("mxnet", {"learning_rate": _A(1e-3, "optional-lr"), "gamma1": _A(0.9, "decay"), "gamma2": _A(0.9, "momentum"),
                      **_MXNET_TAIL},
            _mxnet, "mxnet.optimizer.RMSProp (1.x): eps inside; centered adds gamma2 momentum; wd before clip_gradient; "
            "clip values <= 0 are off; with param_idx2name, wd only on names ending in _weight or _gamma",
            "dense"),
-    Preset("mxnet2", {"learning_rate": _A(1e-3, "lr"), "rho": _A(0.9, "decay"), "momentum": _A(0.9, "momentum"),
+    Preset("mxnet2", {"learning_rate": _A(1e-3, "optional-lr"), "rho": _A(0.9, "decay"), "momentum": _A(0.9, "momentum"),
                       **_MXNET_TAIL, "use_fused_step": _A(True, "bool")},
            _mxnet2, "mxnet.optimizer.RMSProp (2.x): eps outside (plain) or inside (centered); wd after clip_gradient; "
            "clip values <= 0 are off",

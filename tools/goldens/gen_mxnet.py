@@ -128,6 +128,26 @@ def build() -> list[dict]:
         cases.append(case(id, call, PRESET, preset, params, grads, expected,
                           note=f"{type(scheduler).__name__} rates per update, as the preset's list: {rates}"))
 
+    # begin_num_update shifts the scheduler's count; learning_rate=None keeps the scheduler's base_lr
+    for id, kwargs, seed in (
+            ("factor-scheduler-begin-num-update", {"begin_num_update": 3, "learning_rate": 0.05}, 34),
+            ("factor-scheduler-lr-none", {"learning_rate": None}, 35)):
+        scheduler = mx.lr_scheduler.FactorScheduler(step=2, factor=0.5, base_lr=0.08)
+        params, grads = problem(seed, TWO, steps=5)
+        probe = copy.deepcopy(scheduler)
+        if kwargs["learning_rate"] is not None:
+            probe.base_lr = kwargs["learning_rate"]
+        begin = kwargs.get("begin_num_update", 0)
+        rates = [float(probe(begin + t)) for t in range(1, 6)]
+        full = {**kwargs, "lr_scheduler": scheduler, "epsilon": 0.01}
+        expected = run(full, params, grads)
+        call = call_text(full).replace(repr(scheduler), "mx.lr_scheduler.FactorScheduler(step=2, factor=0.5, "
+                                                        "base_lr=0.08)")
+        preset = {**{k: v for k, v in kwargs.items() if k != "learning_rate"}, "learning_rate": rates,
+                  "epsilon": 0.01}
+        cases.append(case(id, call, PRESET, preset, params, grads, expected,
+                          note=f"FactorScheduler rates per update, as the preset's list: {rates}"))
+
     # weight-decay multipliers from parameter names
     idx2name = {i: name for i, name in enumerate(NAMED)}
     for id, extra, seed in (("idx2name-wd", {}, 30), ("idx2name-wd-centered", {"centered": True}, 31)):
