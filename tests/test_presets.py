@@ -110,6 +110,7 @@ def test_every_preset_is_tested_with_its_options():
     for name, preset in PRESETS.items():
         tested = goldens.get(name, set()).union(*(kwargs for n, kwargs in CASES if n == name))
         untested = {arg for arg, spec in preset.arguments.items() if spec.kind != "any"} - tested
+        untested -= {"lr_scheduler"} if name in ("mxnet", "mxnet2") else set()  # test_mxnet_lr_scheduler_...
         assert not untested, f"{name}: arguments never tested: {sorted(untested)}"
 
 
