@@ -18,7 +18,9 @@ documentation; the generator finds them by running the documented formula in Num
 MindSpore's CPU ``SparseApplyRMSProp`` applies a repeated index once per occurrence, in order (its
 documentation calls repeats undefined): its cases run ``sparseApplyRMSProp(..., duplicates="apply")``.
 ``SparseApplyCenteredRMSProp`` runs only on Ascend (no CPU kernel) and has no golden here.
-Learning-rate schedules (``nn.ExponentialDecayLR`` ...) are given to the preset as the per-step list of
+A learning-rate list shorter than the number of steps makes MindSpore raise (``Gather`` index out of
+range) once the steps outrun it, so the lists here cover every step. Learning-rate schedules
+(``nn.ExponentialDecayLR`` ...) are given to the preset as the per-step list of
 rates they produced (MindSpore's own list form).
 """
 from __future__ import annotations
