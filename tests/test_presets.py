@@ -232,9 +232,9 @@ class ClipGradByValue:
         self.max, self.min = max, min
 
 
-class L2Decay:
+class L2Decay:  # Paddle 3.3.1 keeps the coefficient in _coeff
     def __init__(self, coeff):
-        self.coeff = coeff
+        self._coeff = coeff
 
 
 class L1Decay(L2Decay):
