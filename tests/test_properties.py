@@ -199,7 +199,7 @@ def test_numba_matches_numpy_for_every_preset(problem, preset):
 def test_every_preset_is_drawn():
     """The preset strategy can reach every preset (sampled_from over the registry)."""
     assert sorted(PRESETS) == sorted({"puzzlelib", "puzzlelib-graves", "torch", "keras3", "keras2", "keras2-legacy",
-                                      "tf1", "mindspore", "mxnet", "mxnet2", "optax"})
+                                      "tf1", "mindspore", "mxnet", "mxnet2", "paddle", "optax"})
 
 
 @settings(PROPERTY_SETTINGS, max_examples=150)
