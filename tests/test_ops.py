@@ -216,3 +216,32 @@ def test_sparse_bad_zero_grad_changes_nothing(backend_name):
                            dev(np.array([0], np.int64)), 0.9, 0.5, 1e-3, zeroGrad="skip")
     for name, x in arrays.items():
         np.testing.assert_array_equal(host(x), before[name])
+
+
+def test_sparse_duplicates_bad_choice_changes_nothing(backend_name):
+    arrays = _dense_arrays()
+    before = {name: host(x).copy() for name, x in arrays.items()}
+    with pytest.raises(ValueError, match=r"sparseApplyRMSProp: duplicates must be one of 'sum', 'apply', got 'mean'"):
+        sparseApplyRMSProp(arrays["var"], arrays["ms"], arrays["mom"], 0.1, dev(np.ones((2, 3), np.float32)),
+                           dev(np.array([1, 1])), 0.9, 0.5, 1e-3, duplicates="mean")
+    for name, x in arrays.items():
+        np.testing.assert_array_equal(host(x), before[name])
+
+
+def test_sparse_duplicates_apply_is_one_step_per_occurrence(backend_name):
+    """duplicates="apply" equals calling the op once per (index, row), in order; "sum" differs on repeats."""
+    gen = np.random.default_rng(5)
+    indices = np.array([2, 0, 2, 3, 2, 0])
+    rows = gen.standard_normal((6, 3)).astype(np.float32)
+    once, sequential, summed = _dense_arrays(), _dense_arrays(), _dense_arrays()
+    for arrays in (once, sequential, summed):  # a mean square must be >= 0
+        arrays["ms"] = dev(np.abs(host(arrays["ms"])))
+    sparseApplyRMSProp(once["var"], once["ms"], once["mom"], 0.1, dev(rows), dev(indices), 0.9, 0.5, 1e-3,
+                       duplicates="apply")
+    for index, row in zip(indices, rows):
+        sparseApplyRMSProp(sequential["var"], sequential["ms"], sequential["mom"], 0.1, dev(row[None]),
+                           dev(np.array([index])), 0.9, 0.5, 1e-3)
+    sparseApplyRMSProp(summed["var"], summed["ms"], summed["mom"], 0.1, dev(rows), dev(indices), 0.9, 0.5, 1e-3)
+    for name in ("var", "ms", "mom"):
+        np.testing.assert_allclose(host(once[name]), host(sequential[name]), rtol=1e-6, atol=1e-7)
+    assert np.abs(host(once["var"]) - host(summed["var"])).max() > 1e-3

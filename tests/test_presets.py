@@ -360,3 +360,20 @@ def test_bad_input_at_update_leaves_everything_untouched(backend_name):
         for k, v in optimizer.stateOf(name).items():
             np.testing.assert_array_equal(host(v), state[name][k])
     assert optimizer.t == 1
+
+
+def test_ignored_arguments_are_accepted_and_change_nothing(backend_name):
+    """Each preset's ``ignored`` arguments exist, and setting them leaves the trajectory as it is."""
+    values = {"foreach": True, "capturable": True, "differentiable": True, "name": "other", "jit_compile": False,
+              "use_locking": True, "use_fused_step": False, "param_idx2name": {0: "dense.weight"}}
+    weights, grads = problem()
+    for name, preset in PRESETS.items():
+        assert set(preset.ignored) <= set(preset.arguments), name
+        if not preset.ignored:
+            continue
+        base = {"learning_rate": 0.05} if "learning_rate" in preset.arguments else {}
+        plain = run_named(RMSProp.like(name, **base), weights, grads, False)
+        given = run_named(RMSProp.like(name, **base, **{arg: values[arg] for arg in preset.ignored}), weights, grads,
+                          False)
+        for var in NAMES:
+            np.testing.assert_array_equal(given[var], plain[var], err_msg=f"{name}: {var}")

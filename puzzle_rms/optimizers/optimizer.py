@@ -292,6 +292,11 @@ class Optimizer:
         dynamic = isinstance(self.lossScale, DynamicLossScale)
         preClip = self.preClipValue()
         if preClip is not None:  # in the units of g / lossScale, as the kernel clips
+            if self.nonFinite != "ignore" or dynamic:  # check before the clip would turn inf into the limit
+                raw = [self.backend.segment_sumsq(bucket.grads(), bucket.layout) + bucket.pendingRowSumsq()
+                       for bucket in self.buckets]
+                if not self._finite(raw, dynamic):
+                    return False
             for bucket in self.buckets:
                 bucket.clipGrads(preClip / gradScale)
         needSums = self.nonFinite != "ignore" or dynamic or self.clipNorm is not None or self.globalClipNorm is not None
@@ -309,7 +314,8 @@ class Optimizer:
         if needSums:
             if sums is None:
                 sums = [self.backend.segment_sumsq(bucket.grads(), bucket.layout)
-                        + (0.0 if rows is None else rows.segmentSumsq()) for bucket, rows in zip(self.buckets, rowViews)]
+                        + (0.0 if rows is None else rows.segmentSumsq())
+                        for bucket, rows in zip(self.buckets, rowViews)]
             if not self._finite(sums, dynamic):
                 return False
         globalFactor = 1.0

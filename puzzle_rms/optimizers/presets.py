@@ -1,13 +1,44 @@
 """Presets behind ``RMSProp.like(name, **kwargs)``: each framework's RMSProp under its own argument names.
 
-Every preset takes exactly the arguments its framework's RMSProp takes (those that change the numbers),
-with that framework's defaults, checks them under those names, and translates them into
-:class:`~puzzle_rms.optimizers.rmsprop.RMSProp` options. The table of what each one reproduces is in
-:data:`PRESETS` (and in the README); the formulas are in ``shared/design/rmsprop-variants.md``.
+Every preset takes the arguments its framework's RMSProp takes, with that framework's defaults, checks
+them under those names, and translates them into :class:`~puzzle_rms.optimizers.rmsprop.RMSProp`
+options. Arguments that change the numbers are reproduced; those that only choose the framework's
+implementation are accepted and ignored (each preset's ``ignored``). The table of what each one
+reproduces is in :data:`PRESETS` (and in the README); the formulas are in
+``shared/design/rmsprop-variants.md``; ``tests/goldens/`` holds each framework's own trajectories.
 
-The one deliberate difference from every framework: the centered variance ``ms - mg**2`` is clamped at
-0 before the root, where rounding can make it negative (the frameworks then give NaN, or with eps inside
-the root NaN only below -eps; MindSpore's CPU kernel skips the element instead; see the README). The
+============== ================================================ ==================================================
+preset         framework                                        accepted and ignored
+============== ================================================ ==================================================
+torch          ``torch.optim.RMSprop``                          foreach, capturable, differentiable
+keras3         ``keras.optimizers.RMSprop`` (Keras 3; alias     name
+               ``keras``)
+keras2         ``tf.keras.optimizers.RMSprop`` since TF 2.11    jit_compile, name
+               (``tf_keras.optimizers.RMSprop``)
+keras2-legacy  ``tf.keras.optimizers.legacy.RMSprop``           name
+               (``tf_keras.optimizers.legacy.RMSprop``)
+tf1            ``tf.compat.v1.train.RMSPropOptimizer``          use_locking, name
+mindspore      ``mindspore.nn.RMSProp``                         use_locking
+mxnet          ``mx.optimizer.RMSProp`` (1.x)                   (none)
+mxnet2         ``mx.optimizer.RMSProp`` (2.x)                   use_fused_step, param_idx2name
+paddle         ``paddle.optimizer.RMSProp``                     name
+optax          ``optax.rmsprop``                                (none)
+============== ================================================ ==================================================
+
+The name ``tf.keras`` is retired: it reproduced the legacy optimizer while ``tf.keras.optimizers.RMSprop``
+is the new one since TF 2.11 (see :data:`RETIRED`). Refused although the framework accepts it: torch's
+``alpha > 1`` (the mean square turns negative on the first step and every update is NaN there).
+
+Repeated rows of a row-sparse gradient (``sparseDuplicates``): Keras 2 (both) clips each occurrence on its
+own (norms over the un-summed rows, clipvalue per occurrence) and sums them afterwards; Keras 3 on
+TensorFlow also adds each occurrence's square to the mean square (except with global_clipnorm, which
+densifies the rows); the others sum repeated rows first. TF's raw ``SparseApplyRMSProp`` applies one
+step per occurrence: :mod:`puzzle_rms.ops` ``duplicates="apply"``.
+
+The one deliberate difference: the centered variance ``ms - mg**2`` is clamped at 0 before the root.
+Where rounding makes it negative, torch (``sqrt(v) + eps``) gives NaN; TF, Keras and optax with eps inside
+(``sqrt(v + eps)``) give NaN only when ``v + eps < 0`` and otherwise a denominator below ``sqrt(eps)``;
+MindSpore's CPU kernel leaves the element's ``var`` and ``mom`` unchanged when ``v + eps < 0``. The
 MindSpore preset also differs from MindSpore's CPU kernel where that kernel puts eps outside the root
 against its documentation (README: deliberate differences).
 """
@@ -50,9 +81,11 @@ class Argument:
 class Preset:
     """A framework's RMSProp: its arguments, how they map onto RMSProp options, and what it reproduces.
 
-    ``groupArguments`` are the per-group keys of the framework's parameter groups that puzzle_rms groups
-    carry (checked as the preset's argument of that name), and ``translateGroup`` maps them onto
-    :meth:`~puzzle_rms.optimizers.optimizer.Optimizer.setupOn` group keys (see :func:`preset_group`).
+    ``ignored`` names the arguments that are accepted and checked but do not change the numbers (they
+    choose the framework's implementation). ``groupArguments`` are the per-group keys of the framework's
+    parameter groups that puzzle_rms groups carry (checked as the preset's argument of that name), and
+    ``translateGroup`` maps them onto :meth:`~puzzle_rms.optimizers.optimizer.Optimizer.setupOn` group keys
+    (see :func:`preset_group`).
     """
 
     name: str
@@ -62,6 +95,7 @@ class Preset:
     sparse: str
     groupArguments: tuple[str, ...] = ()
     translateGroup: Optional[Callable[[str, dict[str, Any]], dict[str, Any]]] = None
+    ignored: tuple[str, ...] = ()  # accepted (checked) but not changing the numbers
 
     def signature(self) -> str:
         """The accepted arguments with their defaults, e.g. ``lr=0.01, alpha=0.99``."""
@@ -351,38 +385,41 @@ PRESETS: dict[str, Preset] = {preset.name: preset for preset in (
                      "foreach": _A(None, "optional-bool"), "maximize": _A(False, "bool"),
                      "capturable": _A(False, "bool"), "differentiable": _A(False, "bool")},
            _torch, "torch.optim.RMSprop: eps outside, lr outside the momentum buffer, coupled weight decay",
-           "dense (torch.optim.RMSprop rejects sparse gradients)", ("lr", "weight_decay"), _torch_group),
+           "dense (torch.optim.RMSprop rejects sparse gradients)", ("lr", "weight_decay"), _torch_group,
+           ("foreach", "capturable", "differentiable")),
     Preset("keras3", {"learning_rate": _A(1e-3, "lr"), "rho": _A(0.9, "decay"), "momentum": _A(0.0, "momentum"),
                       "epsilon": _A(1e-7, "nonneg"), "centered": _A(False, "bool"),
                       "weight_decay": _A(None, "optional-nonneg"), **_KERAS_CLIP, **_KERAS_EMA,
                       "loss_scale_factor": _A(None, "optional-positive"),
                       "gradient_accumulation_steps": _A(None, "optional-count"), "name": _A("rmsprop", "any")},
            _keras3, "keras.optimizers.RMSprop (Keras 3): eps inside, lr inside the momentum, decoupled weight decay",
-           "dense; on the TensorFlow backend each occurrence of a repeated row is squared on its own"),
+           "dense; on the TensorFlow backend each occurrence of a repeated row is squared on its own",
+           ignored=("name",)),
     Preset("keras2", {"learning_rate": _A(1e-3, "lr"), "rho": _A(0.9, "decay"), "momentum": _A(0.0, "momentum"),
                       "epsilon": _A(1e-7, "nonneg"), "centered": _A(False, "bool"),
                       "weight_decay": _A(None, "optional-nonneg"), **_KERAS_CLIP, **_KERAS_EMA,
                       "jit_compile": _A(True, "bool"), "name": _A("RMSprop", "any")},
            _keras2, "tf.keras.optimizers.RMSprop since TF 2.11 (tf_keras.optimizers.RMSprop, Keras 2): as Keras 3",
-           "dense; rows clipped as given (before repeated rows are summed)"),
+           "dense; each occurrence of a repeated row clipped on its own, then summed", ignored=("jit_compile", "name")),
     Preset("keras2-legacy", {"learning_rate": _A(1e-3, "lr"), "rho": _A(0.9, "decay"),
                              "momentum": _A(0.0, "momentum"), "epsilon": _A(1e-7, "nonneg"),
                              "centered": _A(False, "bool"), "name": _A("RMSprop", "any"), **_KERAS_CLIP,
                              "decay": _A(0.0, "nonneg")},
            _keras2_legacy, "tf.keras.optimizers.legacy.RMSprop (tf_keras.optimizers.legacy.RMSprop, Keras 2): "
            "eps outside when momentum == 0, inside when > 0; lr / (1 + decay * step)",
-           "lazy when momentum > 0 (its sparse raw op), dense when momentum == 0; rows clipped as given"),
+           "lazy when momentum > 0 (its sparse raw op), dense when momentum == 0; each occurrence of a repeated "
+           "row clipped on its own, then summed", ignored=("name",)),
     Preset("tf1", {"learning_rate": _A(REQUIRED, "lr"), "decay": _A(0.9, "decay"), "momentum": _A(0.0, "momentum"),
                    "epsilon": _A(1e-10, "nonneg"), "use_locking": _A(False, "bool"), "centered": _A(False, "bool"),
                    "name": _A("RMSProp", "any")},
            _tf1, "tf.compat.v1.train.RMSPropOptimizer: eps inside, lr inside the momentum, mean square starts at 1",
-           "lazy"),
+           "lazy (repeated rows summed first)", ignored=("use_locking", "name")),
     Preset("mindspore", {"learning_rate": _A(0.1, "lr"), "decay": _A(0.9, "nonneg"), "momentum": _A(0.0, "nonneg"),
                          "epsilon": _A(1e-10, "eps"), "use_locking": _A(False, "bool"), "centered": _A(False, "bool"),
                          "loss_scale": _A(1.0, "positive"), "weight_decay": _A(0.0, "nonneg")},
            _mindspore, "mindspore.nn.RMSProp: as TF1, plus loss_scale and coupled weight decay skipping beta/gamma "
            "(parameter groups: lr and weight_decay per group, no beta/gamma filter); decay and momentum >= 0",
-           "lazy", ("lr", "weight_decay", "grad_centralization"), _mindspore_group),
+           "lazy", ("lr", "weight_decay", "grad_centralization"), _mindspore_group, ignored=("use_locking",)),
     Preset("mxnet", {"learning_rate": _A(1e-3, "optional-lr"), "gamma1": _A(0.9, "decay"), "gamma2": _A(0.9, "momentum"),
                      **_MXNET_TAIL},
            _mxnet, "mxnet.optimizer.RMSProp (1.x): eps inside; centered adds gamma2 momentum; wd before clip_gradient; "
@@ -392,14 +429,14 @@ PRESETS: dict[str, Preset] = {preset.name: preset for preset in (
                       **_MXNET_TAIL, "use_fused_step": _A(True, "bool")},
            _mxnet2, "mxnet.optimizer.RMSProp (2.x): eps outside (plain) or inside (centered); wd after clip_gradient; "
            "clip values <= 0 are off",
-           "dense"),
+           "dense", ignored=("use_fused_step", "param_idx2name")),
     Preset("paddle", {"learning_rate": _A(REQUIRED, "lr"), "rho": _A(0.95, "nonneg"), "epsilon": _A(1e-6, "nonneg"),
                       "momentum": _A(0.0, "nonneg"), "centered": _A(False, "bool"),
                       "weight_decay": _A(None, "paddle-decay"), "grad_clip": _A(None, "paddle-clip"),
                       "name": _A(None, "any")},
            _paddle, "paddle.optimizer.RMSProp: eps inside, lr inside the momentum, coupled L2 weight decay added "
            "after grad_clip (ClipGradByNorm, ClipGradByGlobalNorm, symmetric ClipGradByValue); groups scale lr",
-           "dense", ("learning_rate", "weight_decay"), _paddle_group),
+           "dense", ("learning_rate", "weight_decay"), _paddle_group, ignored=("name",)),
     Preset("optax", {"learning_rate": _A(REQUIRED, "lr"), "decay": _A(0.9, "decay"), "eps": _A(1e-8, "nonneg"),
                      "initial_scale": _A(0.0, "nonneg"), "eps_in_sqrt": _A(True, "bool"), "centered": _A(False, "bool"),
                      "momentum": _A(None, "optional-nonneg"), "nesterov": _A(False, "bool"),

@@ -52,8 +52,8 @@ class RMSProp(Optimizer):
         Nesterov momentum as optax applies it (needs momentum > 0).
     centered : bool
         Graves' centered variant; the variance is clamped at 0 before the root (a deliberate
-        improvement: where rounding makes it negative the frameworks give NaN, or skip the element as
-        MindSpore's CPU kernel does; see the README).
+        difference: where rounding makes it negative the frameworks give NaN, or with eps inside the
+        root and ``v + eps > 0`` a smaller denominator; MindSpore's CPU kernel skips the element).
     initialMeanSquare : float
         Starting value of ``ms`` (0 in most frameworks, 1 in TF1 and MindSpore).
     biasCorrection : bool
@@ -152,8 +152,10 @@ class RMSProp(Optimizer):
         """An RMSProp that reproduces framework ``name``'s RMSProp, configured with that framework's own
         argument names and defaults (``RMSProp.like("torch", lr=0.01, momentum=0.9)``).
 
-        Names: puzzlelib, puzzlelib-graves, torch, keras, tf.keras, tf1, mindspore, mxnet, mxnet2, paddle, optax;
-        see :mod:`puzzle_rms.optimizers.presets` for what each one reproduces.
+        Names: the keys of :data:`~puzzle_rms.optimizers.presets.PRESETS` (puzzlelib, puzzlelib-graves, torch,
+        keras3, keras2, keras2-legacy, tf1, mindspore, mxnet, mxnet2, paddle, optax) and the aliases in
+        :data:`~puzzle_rms.optimizers.presets.ALIASES` ("keras" is keras3); see
+        :mod:`puzzle_rms.optimizers.presets` for what each one reproduces and which arguments it ignores.
 
         Raises
         ------
@@ -206,7 +208,8 @@ class RMSProp(Optimizer):
         """:meth:`Optimizer.update`, with gradient accumulation and the parameter average when configured.
 
         With ``gradientAccumulationSteps = n > 1`` a call that is not the ``n``-th only accumulates the
-        gradients and returns False (the count of such calls is not checkpointed: save right after an update).
+        gradients and returns False (the count of such calls is not checkpointed: save right after an update);
+        the ``n``-th checks the mean gradient, and a skipped (non-finite) one drops the accumulated window.
         """
         self._require_setup()
         n = self.gradientAccumulationSteps
@@ -229,7 +232,7 @@ class RMSProp(Optimizer):
                 for bucket in self.buckets:
                     self.backend.copy_cast(bucket.state["ema"], self._weights(bucket))
             applied = super().update()
-            if applied and n > 1:
+            if n > 1:  # applied, or skipped (non-finite): either way the accumulation window ends
                 for bucket in self.buckets:
                     bucket.state["acc"].fill(0)
                 self._pending = 0

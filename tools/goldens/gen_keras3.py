@@ -2,7 +2,8 @@
 
 Run inside a venv that has Keras 3 with JAX and TensorFlow, once per backend (never imports puzzle_rms)::
 
-    python -m venv /work/venvs/fw-keras3 && /work/venvs/fw-keras3/bin/pip install keras==3.15.1 jax tensorflow-cpu==2.21.0
+    python -m venv /work/venvs/fw-keras3 && \\
+        /work/venvs/fw-keras3/bin/pip install keras==3.15.1 jax tensorflow-cpu==2.21.0
     KERAS_BACKEND=jax /work/venvs/fw-keras3/bin/python tools/goldens/gen_keras3.py
     KERAS_BACKEND=tensorflow /work/venvs/fw-keras3/bin/python tools/goldens/gen_keras3.py
 

@@ -3,7 +3,8 @@
 
 Run inside a venv that has TensorFlow (never imports puzzle_rms)::
 
-    python -m venv /work/venvs/fw-tensorflow && /work/venvs/fw-tensorflow/bin/pip install tensorflow-cpu==2.21.0 tf-keras==2.21.0
+    python -m venv /work/venvs/fw-tensorflow && \\
+        /work/venvs/fw-tensorflow/bin/pip install tensorflow-cpu==2.21.0 tf-keras==2.21.0
     /work/venvs/fw-tensorflow/bin/python tools/goldens/gen_tensorflow.py
 
 The optimizer runs eagerly on resource variables (row-sparse gradients as ``tf.IndexedSlices``); the

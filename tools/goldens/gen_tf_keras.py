@@ -5,7 +5,8 @@
 ``tf.keras.optimizers.RMSprop`` names since TF 2.11. Run inside a venv that has tf-keras (never imports
 puzzle_rms)::
 
-    python -m venv /work/venvs/fw-tensorflow && /work/venvs/fw-tensorflow/bin/pip install tensorflow-cpu==2.21.0 tf-keras==2.21.0
+    python -m venv /work/venvs/fw-tensorflow && \\
+        /work/venvs/fw-tensorflow/bin/pip install tensorflow-cpu==2.21.0 tf-keras==2.21.0
     /work/venvs/fw-tensorflow/bin/python tools/goldens/gen_tf_keras.py
 """
 from __future__ import annotations

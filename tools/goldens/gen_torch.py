@@ -15,8 +15,8 @@ from golden_io import case, problem, write
 SHAPES = {"w": (3, 4), "b": (4,)}
 
 
-def schedule_lrs(spec: dict, steps: int) -> list:
-    """Build the torch scheduler of a schedule spec; returns a function(optimizer) -> scheduler."""
+def scheduler_of(spec: dict):
+    """A function(optimizer) -> the ``torch.optim.lr_scheduler`` that the schedule spec names."""
     kind = spec["schedule"]
     args = {k: v for k, v in spec.items() if k not in ("schedule", "lr")}
     return lambda optimizer: getattr(torch.optim.lr_scheduler, kind.split(".")[1])(optimizer, **args)
@@ -103,10 +103,11 @@ def main() -> None:
     for i, (cid, kwargs, spec) in enumerate(SCHEDULE_CASES):
         params, steps = problem(300 + i, SHAPES, steps=5)
         args = ", ".join(f"{k}={v!r}" for k, v in spec.items() if k != "schedule")
-        call = f"{call_text(kwargs)}; lr_scheduler.{spec['schedule'].split('.')[1]}(optimizer, {args}), stepped after each step"
+        scheduler = spec["schedule"].split(".")[1]
+        call = f"{call_text(kwargs)}; lr_scheduler.{scheduler}(optimizer, {args}), stepped after each step"
         written = {**kwargs, "lr": {**spec, "lr": kwargs["lr"]}}
         cases.append(case(cid, call, "torch", written, params, steps,
-                          run(kwargs, params, steps, schedule=schedule_lrs(spec, len(steps)))))
+                          run(kwargs, params, steps, schedule=scheduler_of(spec))))
     write("torch", "torch", torch.__version__, "tools/goldens/gen_torch.py", cases)
 
 
