@@ -94,7 +94,7 @@ def preset_options(draw: Any) -> tuple[str, dict[str, Any]]:
         kind = spec.kind.replace("optional-", "")
         if kind == "lr":
             kwargs[argument] = draw(log_uniform(1e-4, 0.1))
-        elif kind == "eps":
+        elif kind == "eps" or argument in ("eps", "epsilon"):  # also where eps=0 is allowed (kind nonneg)
             kwargs[argument] = draw(log_uniform(1e-4, 0.5))
         elif argument in ("centered", "momentum", "momRate", "weight_decay", "wd", "nesterov"):
             if kind == "bool":
