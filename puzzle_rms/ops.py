@@ -40,7 +40,8 @@ from puzzle_rms.validation import check_choice, check_range, check_real
 DUPLICATES = ("sum", "apply")
 ZERO_GRAD = ("keep", "decay")
 
-__all__ = ["DUPLICATES", "ZERO_GRAD", "applyCenteredRMSProp", "applyRMSProp", "sparseApplyCenteredRMSProp", "sparseApplyRMSProp"]
+__all__ = ["DUPLICATES", "ZERO_GRAD", "applyCenteredRMSProp", "applyRMSProp", "sparseApplyCenteredRMSProp",
+           "sparseApplyRMSProp"]
 
 
 def applyRMSProp(var: Any, meanSquare: Any, moment: Any, learningRate: Any, grad: Any, decay: float,

@@ -420,12 +420,14 @@ PRESETS: dict[str, Preset] = {preset.name: preset for preset in (
            _mindspore, "mindspore.nn.RMSProp: as TF1, plus loss_scale and coupled weight decay skipping beta/gamma "
            "(parameter groups: lr and weight_decay per group, no beta/gamma filter); decay and momentum >= 0",
            "lazy", ("lr", "weight_decay", "grad_centralization"), _mindspore_group, ignored=("use_locking",)),
-    Preset("mxnet", {"learning_rate": _A(1e-3, "optional-lr"), "gamma1": _A(0.9, "decay"), "gamma2": _A(0.9, "momentum"),
+    Preset("mxnet", {"learning_rate": _A(1e-3, "optional-lr"), "gamma1": _A(0.9, "decay"),
+                     "gamma2": _A(0.9, "momentum"),
                      **_MXNET_TAIL},
            _mxnet, "mxnet.optimizer.RMSProp (1.x): eps inside; centered adds gamma2 momentum; wd before clip_gradient; "
            "clip values <= 0 are off; with param_idx2name, wd only on names ending in _weight or _gamma",
            "dense"),
-    Preset("mxnet2", {"learning_rate": _A(1e-3, "optional-lr"), "rho": _A(0.9, "decay"), "momentum": _A(0.9, "momentum"),
+    Preset("mxnet2", {"learning_rate": _A(1e-3, "optional-lr"), "rho": _A(0.9, "decay"),
+                      "momentum": _A(0.9, "momentum"),
                       **_MXNET_TAIL, "use_fused_step": _A(True, "bool")},
            _mxnet2, "mxnet.optimizer.RMSProp (2.x): eps outside (plain) or inside (centered); wd after clip_gradient; "
            "clip values <= 0 are off",
