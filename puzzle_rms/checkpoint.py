@@ -400,10 +400,12 @@ def _saved_hyperparameters(meta: dict[str, Any]) -> dict[str, Any]:
 
     Version-1 files written before parameter groups lost their never-used ``extra`` field have
     ``"extra": {}`` in every group; it is dropped here. A non-empty ``extra`` is kept, so it shows as a mismatch.
+    Groups written before they had a ``learnRateScale`` had the scale 1.
     """
     saved = dict(meta["optimizer"]["hyperparameters"])
     if isinstance(saved.get("groups"), list):
-        saved["groups"] = [{key: value for key, value in group.items() if not (key == "extra" and value == {})}
+        saved["groups"] = [{"learnRateScale": 1.0, **{key: value for key, value in group.items()
+                                                      if not (key == "extra" and value == {})}}
                            if isinstance(group, dict) else group for group in saved["groups"]]
     return saved
 

@@ -617,6 +617,22 @@ def test_a_non_empty_group_extra_is_a_listed_mismatch(tmp_path):
         assert sgd.t == 3
 
 
+def test_a_group_learn_rate_scale_is_checked_and_older_groups_count_as_scale_1(tmp_path):
+    """The v1 SGD file predates learnRateScale: it loads into groups of scale 1 and is a mismatch for scale 2."""
+    with using("numpy"):
+        variables = {"v": Variable(np.zeros(4), name="v")}
+        same = SGD([0.1, 0.05], clipNorm=2.0)
+        same.setupOn([{"params": variables, "learnRateScale": 1.0}])
+        same.load(DATA_DIR / "checkpoint_v1_sgd.npz")
+        scaled = SGD([0.1, 0.05], clipNorm=2.0)
+        scaled.setupOn([{"params": variables, "learnRateScale": 2.0}])
+        with pytest.raises(CheckpointMismatchError, match=r"hyperparameter groups: .*\"learnRateScale\": 2\.0"):
+            scaled.load(DATA_DIR / "checkpoint_v1_sgd.npz")
+        scaled.save(tmp_path / "scaled.npz")
+        with pytest.raises(CheckpointMismatchError, match=r"\[\{\"learnRateScale\": 2\.0, [^]]*\] in the checkpoint"):
+            same.load(tmp_path / "scaled.npz")
+
+
 # --- files that are not (good) checkpoints -------------------------------------------------------
 def _meta_archive(path: Path, meta: dict, **arrays: np.ndarray) -> None:
     np.savez(path, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)

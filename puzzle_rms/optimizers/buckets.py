@@ -25,6 +25,7 @@ class ParamGroup:
     names: list[str]
     variables: list[Variable]
     learnRate: Any = None
+    learnRateScale: float = 1.0
     weightDecay: Optional[float] = None
     decoupledWeightDecay: Optional[float] = None
     decayFilter: Optional[Callable[[str], bool]] = None

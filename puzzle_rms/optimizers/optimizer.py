@@ -42,7 +42,7 @@ NON_FINITE_POLICIES = ("raise", "skip", "ignore")
 SPARSE_UPDATES = ("dense", "lazy")
 NODEINFO_METHODS = ("broadcast", "allreduceMean", "checkSame")
 SPARSE_DUPLICATES = ("sum", "clip-per-occurrence", "square-per-occurrence")
-GROUP_KEYS = ("params", "learnRate", "weightDecay", "decoupledWeightDecay", "decayFilter")
+GROUP_KEYS = ("params", "learnRate", "learnRateScale", "weightDecay", "decoupledWeightDecay", "decayFilter")
 
 
 def _named_variables(target: Any, owner: str) -> list[tuple[str, Variable]]:
@@ -206,8 +206,9 @@ class Optimizer:
         """Attach to the parameters of ``target`` and allocate the optimizer state.
 
         ``target`` is a Module, a dict or list of Variables, or a list of parameter-group dicts
-        ``{"params": <Module|dict|list>, "learnRate": ..., "weightDecay": ..., "decoupledWeightDecay": ...,
-        "decayFilter": ...}``. With ``useGlobalState=True`` all parameters of one dtype are packed into
+        ``{"params": <Module|dict|list>, "learnRate": ..., "learnRateScale": ..., "weightDecay": ...,
+        "decoupledWeightDecay": ..., "decayFilter": ...}`` (``learnRateScale`` >= 0 multiplies the group's
+        learning rate or schedule, as Paddle's group ``learning_rate`` does). With ``useGlobalState=True`` all parameters of one dtype are packed into
         one flat buffer (the Variables become views of it) and one kernel call updates them all.
         """
         owner = type(self).__name__
@@ -268,6 +269,7 @@ class Optimizer:
             group = ParamGroup(
                 names=[name for name, _ in items], variables=[var for _, var in items],
                 learnRate=None if lr is None else validate_learn_rate(owner, lr),
+                learnRateScale=check_range(owner, "learnRateScale", spec.get("learnRateScale", 1.0), 0.0),
                 weightDecay=check_range(owner, "weightDecay", spec.get("weightDecay", defaults["weightDecay"]), 0.0),
                 decoupledWeightDecay=check_range(owner, "decoupledWeightDecay",
                                                  spec.get("decoupledWeightDecay", defaults["decoupledWeightDecay"]), 0.0),
@@ -339,7 +341,7 @@ class Optimizer:
         step = self.t if step is None else step
         owner = type(self).__name__
         return np.array([learn_rate_at(owner, self.learnRate if g.learnRate is None else g.learnRate, step)
-                         for g in self.groups])
+                         * g.learnRateScale for g in self.groups])
 
     def update(self) -> bool:
         """Apply one update to every parameter from its gradient.
@@ -472,7 +474,8 @@ class Optimizer:
         settings = {name: describe(getattr(self, name)) for name in self.HYPERPARAMETERS}
         settings["class"] = type(self).__qualname__
         settings["groups"] = [
-            {"names": list(group.names), "learnRate": describe(group.learnRate), "weightDecay": group.weightDecay,
+            {"names": list(group.names), "learnRate": describe(group.learnRate),
+             "learnRateScale": group.learnRateScale, "weightDecay": group.weightDecay,
              "decoupledWeightDecay": group.decoupledWeightDecay, "decayFilter": describe(group.decayFilter)}
             for group in groups
         ]

@@ -34,7 +34,8 @@ class RMSProp(Optimizer):
     learnRate : float, callable, sequence or schedule
         Step size (see :mod:`puzzle_rms.optimizers.schedules`).
     factor : float
-        Decay ``rho`` of the running mean square, in [0, 1].
+        Decay ``rho`` of the running mean square, >= 0; normally in [0, 1] (MindSpore also accepts > 1,
+        where the running mean extrapolates; the presets check their framework's own range).
     epsilon : float
         Added to the denominator; must be >= 0 (0 as torch and TF1 allow: a zero gradient with a zero mean
         square then gives NaN, as there).
@@ -52,7 +53,7 @@ class RMSProp(Optimizer):
     centered : bool
         Graves' centered variant; the variance is clamped at 0 before the root (a deliberate
         difference: where rounding makes it negative the frameworks give NaN, or with eps inside the
-        root and ``v + eps > 0`` a smaller denominator).
+        root and ``v + eps > 0`` a smaller denominator; MindSpore's CPU kernel skips the element).
     initialMeanSquare : float
         Starting value of ``ms`` (0 in most frameworks, 1 in TF1 and MindSpore).
     biasCorrection : bool
@@ -118,7 +119,7 @@ class RMSProp(Optimizer):
         super().__init__(learnRate, nodeinfo, lossScale, clipNorm, globalClipNorm, nonFinite, sparseUpdate,
                          sparseDuplicates)
         owner = "RMSProp"
-        self.factor = check_range(owner, "factor", factor, 0.0, 1.0)
+        self.factor = check_range(owner, "factor", factor, 0.0)
         self.epsilon = check_range(owner, "epsilon", epsilon, 0.0)
         self.epsInSqrt = check_bool(owner, "epsInSqrt", epsInSqrt)
         self.momentum = check_range(owner, "momentum", momentum, 0.0)
@@ -159,7 +160,7 @@ class RMSProp(Optimizer):
         argument names and defaults (``RMSProp.like("torch", lr=0.01, momentum=0.9)``).
 
         Names: the keys of :data:`~puzzle_rms.optimizers.presets.PRESETS` (puzzlelib, puzzlelib-graves, torch,
-        keras3, keras2, keras2-legacy, tf1, mindspore, mxnet, mxnet2, optax, ...) and the aliases in
+        keras3, keras2, keras2-legacy, tf1, mindspore, mxnet, mxnet2, paddle, optax) and the aliases in
         :data:`~puzzle_rms.optimizers.presets.ALIASES` ("keras" is keras3); see
         :mod:`puzzle_rms.optimizers.presets` for what each one reproduces and which arguments it ignores.
 

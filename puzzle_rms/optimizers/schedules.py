@@ -3,7 +3,8 @@
 A schedule is any callable ``schedule(step) -> float`` where ``step`` counts the
 updates done before this one (0 for the first update), as in Keras and optax.
 A sequence (list, tuple, array) gives element ``step`` to update ``step`` and
-keeps its last element afterwards, as MindSpore does with a learning-rate array.
+keeps its last element afterwards (MindSpore's learning-rate array gives element ``step`` the
+same way, and raises once the steps outrun it).
 """
 from __future__ import annotations
 
