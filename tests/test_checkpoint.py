@@ -629,8 +629,10 @@ def test_a_group_learn_rate_scale_is_checked_and_older_groups_count_as_scale_1(t
         with pytest.raises(CheckpointMismatchError, match=r"hyperparameter groups: .*\"learnRateScale\": 2\.0"):
             scaled.load(DATA_DIR / "checkpoint_v1_sgd.npz")
         scaled.save(tmp_path / "scaled.npz")
-        with pytest.raises(CheckpointMismatchError, match=r"\[\{\"learnRateScale\": 2\.0, [^]]*\] in the checkpoint"):
+        with pytest.raises(CheckpointMismatchError) as raised:
             same.load(tmp_path / "scaled.npz")
+        saved, current = str(raised.value).split(" in the checkpoint, ")
+        assert '"learnRateScale": 2.0' in saved and '"learnRateScale": 1.0' in current
 
 
 # --- files that are not (good) checkpoints -------------------------------------------------------
