@@ -6,7 +6,7 @@ from typing import Any, Optional
 import numpy as np
 
 from puzzle_rms import backends
-from puzzle_rms.validation import check_optional_str, check_range
+from puzzle_rms.validation import check_bool, check_optional_str, check_range
 
 
 _learnRateVersion = 0  # bumped by every Variable.learnRate assignment
@@ -24,10 +24,13 @@ class Variable:
     ----------
     data : array
         The values (host arrays are copied to the current backend).
-    grad : array, optional
-        The gradient dL/d(data); zeros of the same shape and dtype by default.
     name : str, optional
         Used in error messages and checkpoints; modules name their variables.
+    withgrad : bool
+        Whether to allocate a gradient (zeros of the data's shape and dtype) when ``grad`` is not given;
+        False leaves ``grad`` None (a constant that no optimizer can take).
+    grad : array, optional
+        The gradient dL/d(data), bound as given (checked against the data's shape and dtype).
     learnRate : float
         Per-variable multiplier of the optimizer's learning rate (PuzzleLib's
         ``Variable.learnRate``); honoured in local and global state.
@@ -40,7 +43,7 @@ class Variable:
     of this Variable keeps seeing the optimizer's memory.
     """
 
-    def __init__(self, data: Any, grad: Optional[Any] = None, name: Optional[str] = None,
+    def __init__(self, data: Any, name: Optional[str] = None, withgrad: bool = True, grad: Optional[Any] = None,
                  learnRate: float = 1.0) -> None:
         backend = backends.current()
         self.name = check_optional_str("Variable", "name", name)
@@ -50,7 +53,9 @@ class Variable:
         if self._data.dtype not in backend.dtypesSupported:
             raise TypeError(f"Variable {name!r}: dtype {self._data.dtype} is not supported; expected one of "
                             f"{[str(d) for d in backend.dtypesSupported]}")
-        self._grad = backend.zeros(self._data.shape, self._data.dtype)
+        self._grad = None
+        if grad is not None or check_bool("Variable", "withgrad", withgrad):
+            self._grad = backend.zeros(self._data.shape, self._data.dtype)
         if grad is not None:
             self.grad = grad  # checked against the zeros' shape and dtype, then bound
 

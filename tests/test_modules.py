@@ -85,13 +85,13 @@ def test_merge_forward_values(backend_name):
 # --- parameters ---------------------------------------------------------------------------------
 def test_linear_var_table_and_shapes(backend_name):
     layer = Linear(4, 3)
-    table = layer.getVarTable()
+    table = layer.namedVariables()
     assert list(table) == ["W", "b"]
     assert table["W"].shape == (4, 3) and table["b"].shape == (3,)
     assert table["W"].dtype == np.float32 and table["W"].name == "W"
     assert backends.current().owns(table["W"].data)
     np.testing.assert_array_equal(host(table["b"].data), np.zeros(3))
-    assert list(Linear(4, 3, useBias=False).getVarTable()) == ["W"]
+    assert list(Linear(4, 3, useBias=False).namedVariables()) == ["W"]
     assert Linear(4, 3, useBias=False).b is None
 
 
@@ -171,7 +171,7 @@ def test_calc_mode_converts_parameters_and_computation(backend_name, dtype):
     learnRate, before = layer.vars["W"].learnRate, host(layer.W).astype(np.float64)
     layer.calcMode(dtype)
     assert layer.calctype == dtype
-    assert all(var.dtype == dtype and var.grad.dtype == dtype for var in layer.getVarTable().values())
+    assert all(var.dtype == dtype and var.grad.dtype == dtype for var in layer.namedVariables().values())
     assert layer.vars["W"].learnRate == learnRate and layer.vars["W"].name == "W"
     np.testing.assert_allclose(host(layer.W), before, rtol=1e-3)
     y = layer(np.ones((2, 3), dtype=np.float32))

@@ -28,7 +28,7 @@ def host(x) -> np.ndarray:
 
 
 def copy_weights(module, weights: dict) -> None:
-    table = module.getVarTable()
+    table = module.namedVariables()
     assert sorted(table) == sorted(weights)
     for name, var in table.items():
         var.data[...] = golden.array(weights[name])
@@ -52,7 +52,7 @@ def test_linear_forward_and_gradients(backend_name, case):
     gradIn = layer.backward(golden.array(recorded["gradOut"]))
     np.testing.assert_allclose(host(y), golden.array(recorded["y"]), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(host(gradIn), golden.array(recorded["gradIn"]), rtol=1e-5, atol=1e-6)
-    for name, var in layer.getVarTable().items():
+    for name, var in layer.namedVariables().items():
         np.testing.assert_allclose(host(var.grad), golden.array(recorded["paramGrads"][name]), rtol=1e-5, atol=1e-6)
 
 
@@ -118,7 +118,7 @@ def test_readme_quick_start_gives_puzzlelibs_losses_from_its_weights(backend_nam
     net.extend([Linear(128, 64), Activation(relu), Linear(64, 1)])
     losses = run_script(net, MSE(), RMSProp(learnRate=0.001, factor=0.9), recorded, useGlobalState=True)
     np.testing.assert_allclose(losses, recorded["losses"], rtol=1e-3, atol=1e-4)
-    for name, var in net.getVarTable().items():
+    for name, var in net.namedVariables().items():
         np.testing.assert_allclose(host(var.data), golden.array(recorded["finalWeights"][name]), atol=1e-4)
 
 
@@ -145,5 +145,5 @@ def test_cross_entropy_classifier_gives_puzzlelibs_losses(backend_name):
     losses = run_script(net, CrossEntropy(), RMSProp(learnRate=0.01), recorded, useGlobalState=False,
                         targetKey="labels")
     np.testing.assert_allclose(losses, recorded["losses"], rtol=1e-4, atol=1e-5)
-    for name, var in net.getVarTable().items():
+    for name, var in net.namedVariables().items():
         np.testing.assert_allclose(host(var.data), golden.array(recorded["finalWeights"][name]), atol=1e-5)

@@ -51,7 +51,7 @@ class Graph(Module):
     Notes
     -----
     A node's module is keyed by its ``name`` when it has one, else by its position in the
-    topological order, so ``getVarTable()`` gives names like ``"0.W"`` or ``"encoder.W"``.
+    topological order, so ``namedVariables()`` gives names like ``"0.W"`` or ``"encoder.W"``.
     """
 
     def __init__(self, inputs: Nodes, outputs: Nodes, name: Optional[str] = None) -> None:

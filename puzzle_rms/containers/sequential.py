@@ -10,7 +10,7 @@ class Sequential(Module):
     r"""The composition :math:`y = f_n(\dots f_2(f_1(x)))`; backward runs the chain in reverse.
 
     A child is keyed by its ``name`` when it has one, else by its position (``"0"``, ``"1"``, ...),
-    so ``getVarTable()`` gives names like ``"0.W"``, ``"0.b"``, ``"2.W"``.
+    so ``namedVariables()`` gives names like ``"0.W"``, ``"0.b"``, ``"2.W"``.
     """
 
     def append(self, module: Module) -> None:

@@ -99,11 +99,22 @@ class Module:
         return x.astype(self.calctype, copy=False) if x.dtype.kind == "f" else x
 
     # --- parameters -----------------------------------------------------------------------------
-    def getVarTable(self) -> dict[str, Variable]:
-        """All parameters, keyed by dotted path: ``"W"`` here, ``"0.W"`` for child ``"0"``, and so on."""
+    def namedVariables(self) -> dict[str, Variable]:
+        """All parameters, keyed by dotted path: ``"W"`` here, ``"0.W"`` for child ``"0"``, and so on.
+
+        What optimizers, checkpoints and the HDF5 files key by; a Variable shared by two modules appears
+        under each of its paths.
+        """
         table = dict(self.vars)
         for childName, child in self.modules.items():
-            table.update({f"{childName}.{name}": var for name, var in child.getVarTable().items()})
+            table.update({f"{childName}.{name}": var for name, var in child.namedVariables().items()})
+        return table
+
+    def getVarTable(self) -> dict[Variable, list[str]]:
+        """PuzzleLib's table: each distinct Variable mapped to the list of its dotted paths (see :meth:`namedVariables`)."""
+        table: dict[Variable, list[str]] = {}
+        for name, var in self.namedVariables().items():
+            table.setdefault(var, []).append(name)
         return table
 
     def _owner(self, name: str) -> tuple[Module, str]:
@@ -112,10 +123,10 @@ class Module:
         return self.modules[head]._owner(rest) if dot and head in self.modules else (self, name)
 
     def getVar(self, name: str) -> Variable:
-        """The Variable at dotted path ``name`` (a key of ``getVarTable()``)."""
+        """The Variable at dotted path ``name`` (a key of ``namedVariables()``)."""
         owner, local = self._owner(name)
         if local not in owner.vars:
-            raise KeyError(f"{self!r}: no variable {name!r}; have {sorted(self.getVarTable())}")
+            raise KeyError(f"{self!r}: no variable {name!r}; have {sorted(self.namedVariables())}")
         return owner.vars[local]
 
     def setVar(self, name: str, var: Variable) -> None:
@@ -157,14 +168,15 @@ class Module:
         self.calctype = np.dtype(dtype)
         for name, var in self.vars.items():
             if var.dtype != self.calctype:
-                self.vars[name] = Variable(var.data.astype(self.calctype), grad=var.grad.astype(self.calctype),
-                                           name=var.name, learnRate=var.learnRate)
+                self.vars[name] = Variable(var.data.astype(self.calctype), name=var.name,
+                                           grad=None if var.grad is None else var.grad.astype(self.calctype),
+                                           learnRate=var.learnRate)
         for child in self.modules.values():
             child.calcMode(dtype)
 
     # --- checkpoints ----------------------------------------------------------------------------
     def save(self, path: str) -> None:
-        """Write every parameter (``getVarTable()``) to ``path``, an .npz file, atomically.
+        """Write every parameter (``namedVariables()``) to ``path``, an .npz file, atomically.
 
         See :mod:`puzzle_rms.checkpoint`; ``saveTraining`` saves the module with its optimizer.
         A path ending in .hdf/.h5/.hdf5 gets PuzzleLib's HDF5 layout (:mod:`puzzle_rms.puzzlelib_hdf`).

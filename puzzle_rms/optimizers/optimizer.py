@@ -46,8 +46,8 @@ GROUP_KEYS = ("params", "learnRate", "weightDecay", "decoupledWeightDecay", "dec
 
 def _named_variables(target: Any, owner: str) -> list[tuple[str, Variable]]:
     """(name, Variable) pairs of a Module, a dict of Variables or a list of Variables."""
-    if hasattr(target, "getVarTable"):
-        items = list(target.getVarTable().items())
+    if hasattr(target, "namedVariables"):
+        items = list(target.namedVariables().items())
     elif isinstance(target, dict):
         items = list(target.items())
     elif isinstance(target, (list, tuple)):
@@ -58,6 +58,9 @@ def _named_variables(target: Any, owner: str) -> list[tuple[str, Variable]]:
     for name, var in items:
         if not isinstance(var, Variable):
             raise TypeError(f"{owner}.setupOn: {name!r} is a {type(var).__name__}, expected a Variable")
+        if var.grad is None:
+            raise ValueError(f"{owner}.setupOn: variable {name!r} has no gradient (made with withgrad=False); "
+                             "expected trainable Variables only")
     return items
 
 def _match_state(owner: str, views: dict[str, dict[str, Any]], arrays: Any) -> list[tuple[Any, np.ndarray]]:

@@ -1,0 +1,37 @@
+"""PuzzleLib's call shapes: Variable's argument order, getVarTable's {Variable: [names]} and friends."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from puzzle_rms.containers import Sequential
+from puzzle_rms.modules import Linear
+from puzzle_rms.optimizers import RMSProp
+from puzzle_rms.variable import Variable
+
+
+def test_variable_takes_name_second_and_grad_fourth(backend_name):
+    grad = np.full(3, 2.0, np.float32)
+    var = Variable(np.ones(3, np.float32), "w", True, grad)
+    assert var.name == "w"
+    np.testing.assert_array_equal(np.asarray(var.grad), grad)
+
+
+def test_variable_without_grad_is_refused_by_an_optimizer(backend_name):
+    var = Variable(np.ones(3, np.float32), "const", withgrad=False)
+    assert var.grad is None
+    with pytest.raises(ValueError, match="'const' has no gradient"):
+        RMSProp().setupOn({"const": var})
+
+
+def test_get_var_table_maps_each_variable_to_its_names(backend_name):
+    seq = Sequential()
+    seq.append(Linear(3, 2))
+    seq.append(Linear(2, 2))
+    shared = seq[0].vars["b"]
+    seq[1].setVar("b", shared)  # one Variable under two paths
+    table = seq.getVarTable()
+    assert table[shared] == ["0.b", "1.b"]
+    assert sorted(names[0] for names in table.values()) == ["0.W", "0.b", "1.W"]
+    assert all(isinstance(var, Variable) for var in table)
+    assert list(seq.namedVariables()) == ["0.W", "0.b", "1.W", "1.b"]
