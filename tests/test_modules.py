@@ -95,17 +95,18 @@ def test_linear_var_table_and_shapes(backend_name):
     assert Linear(4, 3, useBias=False).b is None
 
 
-def test_linear_init_is_deterministic_and_xavier_bounded(backend_name):
+def test_linear_default_init_is_deterministic_and_puzzlelib_bounded(backend_name):
     np.random.seed(7)
     first = host(Linear(20, 30).W)
     np.random.seed(7)
     np.testing.assert_array_equal(host(Linear(20, 30).W), first)
     np.testing.assert_array_equal(host(Linear(20, 30, rng=np.random.default_rng(1)).W),
                                   host(Linear(20, 30, rng=np.random.default_rng(1)).W))
-    bound = np.sqrt(6 / 50)
+    bound = np.sqrt(3 / 20)  # PuzzleLib's default: U(-sqrt(3 / insize), sqrt(3 / insize))
     assert np.abs(first).max() <= bound and np.abs(first).max() > 0.9 * bound
-    scaled = host(Linear(20, 30, wscale=0.5, rng=np.random.default_rng(1)).W)
-    np.testing.assert_allclose(scaled, 0.5 * host(Linear(20, 30, rng=np.random.default_rng(1)).W), rtol=1e-6)
+    scaled = host(Linear(20, 30, initscheme="uniform", wscale=0.5, rng=np.random.default_rng(1)).W)
+    np.testing.assert_allclose(scaled, 0.5 * host(Linear(20, 30, initscheme="uniform",
+                                                         rng=np.random.default_rng(1)).W), rtol=1e-6)
 
 
 def test_linear_he_init_scale(backend_name):
@@ -126,7 +127,7 @@ def test_get_and_set_var(backend_name):
         layer.setVar("W", Variable(np.ones((3, 2), np.float32)))
 
 
-def test_gradients_accumulate_in_place(backend_name, rng):
+def test_bare_module_overwrites_and_momentum_accumulates_in_place(backend_name, rng):
     layer = Linear(3, 2, rng=rng)
     x = rng.standard_normal((4, 3)).astype(np.float32)
     g = rng.standard_normal((4, 2)).astype(np.float32)
@@ -136,10 +137,14 @@ def test_gradients_accumulate_in_place(backend_name, rng):
     once = host(gradW).copy(), host(gradb).copy()
     np.testing.assert_allclose(once[0], x.T @ g, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(once[1], g.sum(axis=0), rtol=1e-5, atol=1e-6)
-    layer.backward(g)
+    layer.backward(g)  # PuzzleLib: a bare module's backward (momentum=0.0) overwrites
     assert layer.vars["W"].grad is gradW and layer.vars["b"].grad is gradb
+    np.testing.assert_allclose(host(gradW), once[0], rtol=1e-6)
+    layer.backward(g, momentum=1.0)
     np.testing.assert_allclose(host(gradW), 2 * once[0], rtol=1e-6)
     np.testing.assert_allclose(host(gradb), 2 * once[1], rtol=1e-6)
+    layer.backward(g, scale=0.5, momentum=0.25)  # 0.25 * (2 g) + 0.5 * g = g
+    np.testing.assert_allclose(host(gradW), once[0], rtol=1e-6)
 
 
 def test_pinned_variables_receive_gradients(backend_name, rng):
@@ -196,7 +201,7 @@ def test_unknown_activation_names_it_and_the_choices():
 def test_linear_argument_and_shape_errors(backend_name):
     with pytest.raises(ValueError, match="insize must be a positive integer, got 0"):
         Linear(0, 3)
-    with pytest.raises(ValueError, match="initscheme must be one of 'xavier', 'he', got 'foo'"):
+    with pytest.raises(ValueError, match="initscheme must be one of None, 'xavier', .* got 'foo'"):
         Linear(2, 3, initscheme="foo")
     layer = Linear(4, 3)
     with pytest.raises(ValueError, match=r"input of shape \(5, 2\), expected \(batch, 4\)"):

@@ -43,6 +43,22 @@ def test_goldens_name_puzzlelib_and_the_sign_conversion():
         assert payload["signConversion"]
 
 
+INIT_CASES = golden.load("init_schemes")["cases"]
+
+
+@pytest.mark.parametrize("case", INIT_CASES, ids=lambda case: f"{case['initscheme']}-{case['wscale']}")
+def test_linear_init_scheme_gives_puzzlelibs_weights_from_the_same_seed(backend_name, case):
+    scheme = tuple(case["initscheme"]) if isinstance(case["initscheme"], list) else case["initscheme"]
+    np.random.seed(case["seed"])
+    layer = Linear(case["insize"], case["outsize"], wscale=case["wscale"], initscheme=scheme)
+    assert np.random.random() == case["nextDrawAfterInit"]  # the same number of draws as PuzzleLib
+    np.testing.assert_array_equal(host(layer.b), golden.array(case["b"]))
+    if case["W"] is None:  # "none": PuzzleLib leaves W uninitialised, here it is zeros
+        np.testing.assert_array_equal(host(layer.W), np.zeros((case["insize"], case["outsize"]), np.float32))
+    else:
+        np.testing.assert_array_equal(host(layer.W), golden.array(case["W"]))
+
+
 @pytest.mark.parametrize("case", ["Linear(5, 3)", "Linear(5, 3, useBias=False)"])
 def test_linear_forward_and_gradients(backend_name, case):
     recorded = MODULES[case]
