@@ -6,18 +6,22 @@ import pytest
 from gradcheck import checkModule
 
 from puzzle_rms import backends
-from puzzle_rms.modules import Activation, Add, Concat, Linear, leakyRelu, relu, sigmoid, tanh
+from puzzle_rms.modules import Activation, Add, Concat, Linear, clip, elu, leakyRelu, relu, sigmoid, softPlus, tanh
 from puzzle_rms.variable import Variable
 
-ACTIVATIONS = [relu, sigmoid, tanh, leakyRelu]
+ACTIVATIONS = [relu, sigmoid, tanh, leakyRelu, elu, softPlus, clip]
+ARGS = {leakyRelu: (0.2,), elu: (0.5,), clip: (-1.0, 1.0)}  # non-default parameters
 
 
 def host(x):
     return backends.current().to_host(x)
 
 
-def reference(activation: str, x: np.ndarray, slc: float = 0.01) -> np.ndarray:
-    return {relu: lambda: np.maximum(x, 0), leakyRelu: lambda: np.where(x > 0, x, slc * x),
+def reference(activation: str, x: np.ndarray) -> np.ndarray:
+    """f(x) written from the definitions, with the parameters of ARGS."""
+    return {relu: lambda: np.maximum(x, 0), leakyRelu: lambda: np.where(x > 0, x, 0.2 * x),
+            elu: lambda: np.where(x > 0, x, 0.5 * (np.exp(x) - 1)), softPlus: lambda: np.log(1 + np.exp(x)),
+            clip: lambda: np.minimum(np.maximum(x, -1.0), 1.0),
             sigmoid: lambda: 1 / (1 + np.exp(-x)), tanh: lambda: np.tanh(x)}[activation]()
 
 
@@ -33,7 +37,7 @@ def test_linear_gradients(backend_name, rng, useBias):
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_activation_gradients(backend_name, rng, activation):
-    module = Activation(activation, slc=0.2)
+    module = Activation(activation, args=ARGS.get(activation, ()))
     module.calcMode(np.float64)
     checkModule(module, rng.standard_normal((6, 5)))
 
@@ -63,9 +67,9 @@ def test_linear_forward_matches_numpy(backend_name, rng):
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_activation_forward_matches_numpy(backend_name, activation):
     x = np.array([[-3.0, -0.5, 0.25, 2.0]])
-    module = Activation(activation, slc=0.1)
+    module = Activation(activation, args=ARGS.get(activation, ()))
     module.calcMode(np.float64)
-    np.testing.assert_allclose(host(module(x)), reference(activation, x, 0.1), rtol=1e-12)
+    np.testing.assert_allclose(host(module(x)), reference(activation, x), rtol=1e-12)
 
 
 def test_sigmoid_saturates_without_overflow(backend_name):

@@ -12,9 +12,10 @@ import pytest
 
 import puzzlelib_golden as golden
 
-from puzzle_rms.containers import Sequential
+from puzzle_rms.containers import Parallel, Sequential
 from puzzle_rms.cost import MSE, CrossEntropy
-from puzzle_rms.modules import Activation, Linear, leakyRelu, relu, sigmoid, tanh
+from puzzle_rms.modules import (Activation, Add, Cast, Concat, Dropout, Flatten, Identity, Linear, Replicate, Reshape,
+                                SoftMax, Split, clip, elu, leakyRelu, relu, sigmoid, softPlus, tanh)
 from puzzle_rms.optimizers import SGD, RMSProp
 from puzzle_rms.variable import Variable
 
@@ -25,6 +26,15 @@ OPTIMIZERS = golden.load("optimizers")
 
 def host(x) -> np.ndarray:
     return np.asarray(x.get() if hasattr(x, "get") else x)
+
+
+def arrays(entry):
+    """A stored array, or a list of them."""
+    return [golden.array(item) for item in entry] if isinstance(entry, list) else golden.array(entry)
+
+
+def hosts(x):
+    return [host(item) for item in x] if isinstance(x, list) else host(x)
 
 
 def copy_weights(module, weights: dict) -> None:
@@ -82,6 +92,63 @@ def test_activation_forward_and_backward(backend_name, name, kind):
     np.testing.assert_allclose(host(y), golden.array(recorded["y"]), rtol=1e-6, atol=1e-7)
     # 1 - y**2 near saturation carries float32's rounding of y (ulp(1) = 1.2e-7) into the derivative
     np.testing.assert_allclose(host(gradIn), golden.array(recorded["gradIn"]), rtol=1e-6, atol=1e-6)
+
+
+def parallel():
+    par = Parallel()
+    return par.append(Linear(4, 3)).append(Activation(tanh)).append(Identity())
+
+
+def evalDropout():
+    dropout = Dropout(p=0.5)
+    dropout.evalMode()
+    return dropout
+
+
+MOVERS = {
+    "Activation(leakyRelu(0.2))": lambda: Activation(leakyRelu, args=(0.2,)),
+    "Activation(elu)": lambda: Activation(elu), "Activation(elu(0.5))": lambda: Activation(elu, args=(0.5,)),
+    "Activation(softPlus)": lambda: Activation(softPlus), "Activation(clip)": lambda: Activation(clip),
+    "Activation(clip(-1, 1))": lambda: Activation(clip, args=(-1.0, 1.0)),
+    "SoftMax (N, C, H, W), over C": SoftMax, "SoftMax (N, C)": SoftMax, "Replicate(3)": lambda: Replicate(3),
+    "Split(axis=1, sections=(2, 3))": lambda: Split(axis=1, sections=(2, 3)),
+    "Concat(axis=1)": lambda: Concat(axis=1), "Concat(axis=0)": lambda: Concat(axis=0),
+    "Reshape((2, 12))": lambda: Reshape((2, 12)), "Reshape((0, -1))": lambda: Reshape((0, -1)),
+    "Flatten": Flatten, "Identity": Identity, "Dropout(p=0.5), evalMode": evalDropout,
+    "Cast('float32', 'float32')": lambda: Cast("float32", "float32"), "Add": Add,
+    "Parallel(Linear(4, 3), Activation(tanh), Identity)": parallel,
+}
+
+
+@pytest.mark.parametrize("case", sorted(MOVERS))
+def test_module_forward_and_backward(backend_name, case):
+    recorded = MODULES[case]
+    module = MOVERS[case]()
+    if "params" in recorded:
+        copy_weights(module, recorded["params"])
+    y = module(arrays(recorded["x"]))
+    gradIn = module.backward(arrays(recorded["gradOut"]))
+    for got, want in ((y, recorded["y"]), (gradIn, recorded["gradIn"])):
+        for g, w in zip(*((hosts(got), arrays(want)) if isinstance(want, list) else ([host(got)], [arrays(want)]))):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+    for name, var in module.namedVariables().items():
+        np.testing.assert_allclose(host(var.grad), golden.array(recorded["paramGrads"][name]), rtol=1e-5, atol=1e-6)
+
+
+def test_bare_module_overwrites_and_sequential_accumulates_like_puzzlelib(backend_name):
+    recorded = MODULES["backward accumulation"]
+    x, g = golden.array(recorded["x"]), golden.array(recorded["gradOut"])
+    np.random.seed(13)  # PuzzleLib's seed: the same initial weights
+    bare = Linear(4, 2)
+    np.random.seed(13)
+    seq = Sequential().append(Linear(4, 2))
+    for label, module in (("bareLinear", bare), ("sequentialLinear", seq)):
+        for _ in range(2):
+            module(x)
+            module.backward(g)
+        grads = {names[0]: var.grad for var, names in module.getVarTable().items()}  # PuzzleLib's names
+        for name, want in recorded[label].items():
+            np.testing.assert_allclose(host(grads[name]), golden.array(want), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("case, cost", [("MSE", MSE), ("MSE (N, C, L)", MSE), ("CrossEntropy", CrossEntropy)])
