@@ -178,8 +178,12 @@ class Backend:
         """
         raise NotImplementedError
 
-    def sgd_update(self, w: Any, g: Any, layout: Layout, segParams: Any, hyper: np.ndarray) -> None:
-        """In-place ``w = w * wScale - lr * g * gradScale * segGradScale`` per segment."""
+    def sgd_update(self, w: Any, g: Any, mom: Optional[Any], layout: Layout, segParams: Any,
+                   hyper: np.ndarray) -> None:
+        """In-place SGD per segment, with ``u = g * gradScale * segGradScale``:
+        ``w = w * wScale - lr * u`` when ``mom`` is None; with momentum ``mu`` (``hyper``'s ``mu``),
+        ``mom = mu * mom + lr * u`` then ``w = w * wScale - mom`` (classic) or
+        ``w = w * wScale - (mu * mom + lr * u)`` (``nesterov``)."""
         raise NotImplementedError
 
     def segment_sumsq(self, g: Any, layout: Layout) -> np.ndarray:

@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .backend import HYPER_FIELDS, Backend, Layout
+from .backend import HYPER_FIELDS, HYPER_INDEX, Backend, Layout
 
 THREADS = 256
 
@@ -112,14 +112,25 @@ extern "C" __global__ void rmsprop(
         store(&wb[i], step((S)load(wb[i]), (S)load(gb[i]), w0 + i));
 }
 
-extern "C" __global__ void sgd(T* __restrict__ w, const G* __restrict__ g, const long long* __restrict__ blocks,
-                               const S* __restrict__ seg, S gradScale)
+extern "C" __global__ void sgd(T* __restrict__ w, const G* __restrict__ g, S* __restrict__ mom,
+                               const long long* __restrict__ blocks, const S* __restrict__ seg, S gradScale,
+                               S mu, S nesterov, int momentum)
 {
     const long long* blk = blocks + 4 * (long long)blockIdx.x;
     const long long w0 = blk[0], n = blk[1] - blk[0], s = blk[2], g0 = blk[3];
     const S step = seg[4 * s] * seg[4 * s + 3] * gradScale, wScale = seg[4 * s + 2];
-    for (long long i = threadIdx.x; i < n; i += blockDim.x)
-        store(&w[w0 + i], (S)load(w[w0 + i]) * wScale - step * (S)load(g[g0 + i]));
+    if (momentum) {
+        const S c = nesterov * mu + ((S)1 - nesterov);
+        for (long long i = threadIdx.x; i < n; i += blockDim.x) {
+            const S u = step * (S)load(g[g0 + i]);
+            const S v = mu * mom[w0 + i] + u;
+            mom[w0 + i] = v;
+            store(&w[w0 + i], (S)load(w[w0 + i]) * wScale - (c * v + nesterov * u));
+        }
+    } else {
+        for (long long i = threadIdx.x; i < n; i += blockDim.x)
+            store(&w[w0 + i], (S)load(w[w0 + i]) * wScale - step * (S)load(g[g0 + i]));
+    }
 }
 
 extern "C" __global__ void block_sumsq(const G* __restrict__ g, const long long* __restrict__ blocks, double* out)
@@ -211,13 +222,16 @@ class CupyBackend(Backend):
                                         layout.blocks, segParams) + scalars
                + (np.int32(mg is not None), np.int32(mom is not None)))
 
-    def sgd_update(self, w: Any, g: Any, layout: Layout, segParams: Any, hyper: np.ndarray) -> None:
+    def sgd_update(self, w: Any, g: Any, mom: Optional[Any], layout: Layout, segParams: Any,
+                   hyper: np.ndarray) -> None:
         nblocks = layout.hostBlocks.shape[0]
         if nblocks == 0:
             return
         state = segParams.dtype.type
         kernel = self._function("sgd", w, g, segParams.dtype)
-        kernel((nblocks,), (THREADS,), (w, g, layout.blocks, segParams, state(hyper[0])))
+        kernel((nblocks,), (THREADS,), (w, g, segParams if mom is None else mom, layout.blocks, segParams,
+                                        state(hyper[HYPER_INDEX["gradScale"]]), state(hyper[HYPER_INDEX["mu"]]),
+                                        state(hyper[HYPER_INDEX["nesterov"]]), np.int32(mom is not None)))
 
     def segment_sumsq(self, g: Any, layout: Layout) -> np.ndarray:
         nblocks = layout.hostBlocks.shape[0]

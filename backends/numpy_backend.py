@@ -162,14 +162,24 @@ class NumpyBackend(Backend):
             if gathered or mixed:
                 w[wSel] = wc
 
-    def sgd_update(self, w: np.ndarray, g: np.ndarray, layout: Layout, segParams: np.ndarray,
-                   hyper: np.ndarray) -> None:
-        gradScale = hyper[H["gradScale"]]
+    def sgd_update(self, w: np.ndarray, g: np.ndarray, mom: Optional[np.ndarray], layout: Layout,
+                   segParams: np.ndarray, hyper: np.ndarray) -> None:
+        gradScale, mu, nesterov = hyper[H["gradScale"]], hyper[H["mu"]], hyper[H["nesterov"]] != 0
         for s, wSel, gSel in _pieces(layout, segParams):
             lr, _, wScale, segGradScale = segParams[s]
             ww = w[wSel]  # a view of a slice; a copy of gathered elements, written back below
             ww *= w.dtype.type(wScale)
-            ww -= w.dtype.type(lr * gradScale * segGradScale) * g[gSel]
+            if mom is None:
+                ww -= w.dtype.type(lr * gradScale * segGradScale) * g[gSel]
+            else:
+                state = mom.dtype.type
+                step = state(lr * gradScale * segGradScale) * g[gSel].astype(mom.dtype, copy=False)
+                vv = mom[wSel]
+                vv *= state(mu)
+                vv += step
+                ww -= (state(mu) * vv + step if nesterov else vv).astype(w.dtype, copy=False)
+                if not isinstance(wSel, slice):
+                    mom[wSel] = vv
             if not isinstance(wSel, slice):
                 w[wSel] = ww
 

@@ -48,6 +48,7 @@ class Variable:
         backend = backends.current()
         self.name = check_optional_str("Variable", "name", name)
         self.learnRate = learnRate
+        self.wc = 0.0  # PuzzleLib's weight-decay coefficient, read by the WeightDecay hook
         self._pinned = False
         self._data = data if backend.owns(data) else backend.to_device(data)
         if self._data.dtype not in backend.dtypesSupported:

@@ -35,3 +35,20 @@ def test_get_var_table_maps_each_variable_to_its_names(backend_name):
     assert sorted(names[0] for names in table.values()) == ["0.W", "0.b", "1.W"]
     assert all(isinstance(var, Variable) for var in table)
     assert list(seq.namedVariables()) == ["0.W", "0.b", "1.W", "1.b"]
+
+
+def test_set_attr_changes_the_next_update_and_checks_the_value(backend_name):
+    var = Variable(np.ones(2, np.float32), "w")
+    optimizer = RMSProp(learnRate=0.1)
+    optimizer.setupOn({"w": var})
+    optimizer.setAttr("learnRate", 0.5)
+    var.grad[...] = np.array([1.0, -1.0], np.float32)
+    optimizer.update()  # ms = 0.1 g^2, step = lr g / (sqrt(ms) + eps)
+    step = 0.5 / (np.sqrt(0.1) + 1e-5)
+    np.testing.assert_allclose(np.asarray(var.data), [1 - step, 1 + step], rtol=1e-6)
+    assert optimizer.getAttrDict() == {"learnRate": 0.5, "factor": 0.9, "epsilon": 1e-5, "t": 1}
+    with pytest.raises(ValueError, match="factor must be in \\[0, 1\\], got 2"):
+        optimizer.setAttr("factor", 2)
+    with pytest.raises(ValueError, match="unknown attribute 'momRate'; expected one of learnRate, factor, epsilon"):
+        optimizer.setAttr("momRate", 0.5)
+    assert optimizer.factor == 0.9

@@ -16,7 +16,7 @@ from puzzle_rms.containers import Parallel, Sequential
 from puzzle_rms.cost import BCE, MSE, Abs, CrossEntropy, SmoothL1
 from puzzle_rms.modules import (Activation, Add, Cast, Concat, Dropout, Flatten, Identity, Linear, Replicate, Reshape,
                                 SoftMax, Split, clip, elu, leakyRelu, relu, sigmoid, softPlus, tanh)
-from puzzle_rms.optimizers import SGD, RMSProp
+from puzzle_rms.optimizers import SGD, MomentumSGD, NesterovSGD, RMSProp, RMSPropGraves, WeightDecay
 from puzzle_rms.variable import Variable
 
 MODULES = golden.load("modules")["cases"]
@@ -198,18 +198,37 @@ def test_cost_accumulator_gives_puzzlelibs_mean_error(backend_name):
     assert mse.numOfSamples == after["numOfSamples"]
 
 
-@pytest.mark.parametrize("case, make", [
-    ("SGD(learnRate=0.1)", lambda: SGD(learnRate=0.1)),
-    ("RMSProp()", lambda: RMSProp()),
-    ("RMSProp(learnRate=0.01, factor=0.5, epsilon=0.1)", lambda: RMSProp(learnRate=0.01, factor=0.5, epsilon=0.1)),
-])
+OPTIMIZER_MAKERS = {
+    "SGD(learnRate=0.1)": lambda: SGD(learnRate=0.1),
+    "MomentumSGD(learnRate=0.1, momRate=0.9)": lambda: MomentumSGD(learnRate=0.1, momRate=0.9),
+    "NesterovSGD(learnRate=0.1, momRate=0.9)": lambda: NesterovSGD(learnRate=0.1, momRate=0.9),
+    "RMSProp()": RMSProp,
+    "RMSProp(learnRate=0.01, factor=0.5, epsilon=0.1)": lambda: RMSProp(learnRate=0.01, factor=0.5, epsilon=0.1),
+    "RMSPropGraves()": RMSPropGraves,
+    "RMSPropGraves(learnRate=0.01, alpha=0.9, momRate=0.5, epsilon=0.01)":
+        lambda: RMSPropGraves(learnRate=0.01, alpha=0.9, momRate=0.5, epsilon=0.01),
+    "RMSProp(learnRate=0.01) + WeightDecay(0.1), W.wc = 1.0": lambda: RMSProp(learnRate=0.01),
+    "RMSProp(learnRate=0.01) + WeightDecay(0.1), default wc = 0.0": lambda: RMSProp(learnRate=0.01),
+}
+BUFFERS = {"delta": "mom"}  # PuzzleLib's RMSPropGraves buffer name -> the fused kernel's
+
+
+@pytest.mark.parametrize("case", sorted(OPTIMIZER_MAKERS))
 @pytest.mark.parametrize("useGlobalState", [False, True])
-def test_optimizer_steps_on_fixed_gradients(backend_name, case, make, useGlobalState):
+def test_optimizer_steps_on_fixed_gradients(backend_name, case, useGlobalState):
+    """Every step's parameters and state. With the WeightDecay hook PuzzleLib's global state decays nothing
+    (its hook sees one flat Variable); here the hook reaches each Variable in both modes, so both give
+    PuzzleLib's local-state numbers."""
+    recorded = OPTIMIZERS["cases"][case]
     params = {"W": Variable(golden.array(OPTIMIZERS["W0"]).copy(), name="W"),
               "b": Variable(golden.array(OPTIMIZERS["b0"]).copy(), name="b")}
-    optimizer = make()
+    optimizer = OPTIMIZER_MAKERS[case]()
+    if "WeightDecay" in case:
+        optimizer.addHook(WeightDecay(0.1))
+        if "W.wc = 1.0" in case:
+            params["W"].wc = 1.0
     optimizer.setupOn(params, useGlobalState=useGlobalState)
-    for grads, step in zip(OPTIMIZERS["grads"], OPTIMIZERS["cases"][case]["steps"]):
+    for grads, step in zip(OPTIMIZERS["grads"], recorded["steps"]):
         for name, var in params.items():
             var.grad[...] = golden.array(grads[name])
         optimizer.update()
@@ -217,7 +236,9 @@ def test_optimizer_steps_on_fixed_gradients(backend_name, case, make, useGlobalS
             np.testing.assert_allclose(host(var.data), golden.array(step["params"][name]), rtol=1e-6, atol=1e-7)
         for key, value in step.get("state", {}).items():
             name, buffer = key.split(".")
-            np.testing.assert_allclose(host(optimizer.stateOf(name)[buffer]), golden.array(value), rtol=1e-6)
+            np.testing.assert_allclose(host(optimizer.stateOf(name)[BUFFERS.get(buffer, buffer)]),
+                                       golden.array(value), rtol=1e-6, atol=1e-8)
+    assert optimizer.getAttrDict() == pytest.approx(recorded["attrs"])
 
 
 def run_script(net, cost, optimizer, recorded, useGlobalState, targetKey="target"):

@@ -141,6 +141,7 @@ class Optimizer:
     """
 
     HYPERPARAMETERS: tuple[str, ...] = ("learnRate", "lossScale", "clipNorm", "globalClipNorm", "sparseUpdate")
+    ATTRS: tuple[str, ...] = ("learnRate",)  # PuzzleLib's attributes: what setAttr may set, getAttrDict reports
 
     def __init__(self, learnRate: Any = 1e-3, nodeinfo: Any = None, lossScale: Union[float, DynamicLossScale] = 1.0,
                  clipNorm: Optional[float] = None, globalClipNorm: Optional[float] = None,
@@ -164,6 +165,7 @@ class Optimizer:
         self.buckets: list[Bucket] = []
         self.backend: Optional[backends.Backend] = None
         self.useGlobalState = False
+        self.hooks: list[Any] = []
 
     # --- what subclasses provide ----------------------------------------------------------------
     def stateInit(self) -> dict[str, float]:
@@ -321,14 +323,49 @@ class Optimizer:
         return np.array([learn_rate_at(owner, self.learnRate if g.learnRate is None else g.learnRate, step)
                          for g in self.groups])
 
-    def update(self) -> bool:
+    # --- PuzzleLib's attribute and hook interface ------------------------------------------------
+    def setAttr(self, name: str, value: Any) -> None:
+        """Set PuzzleLib attribute ``name`` (one of :attr:`ATTRS`, e.g. ``learnRate``, ``factor``, ``momRate``),
+        checked as the constructor checks it; the next update uses it."""
+        owner = f"{type(self).__name__}.setAttr"
+        if name not in self.ATTRS:
+            raise ValueError(f"{owner}: unknown attribute {name!r}; expected one of {', '.join(self.ATTRS)}")
+        if name == "learnRate":
+            value = validate_learn_rate(owner, value)
+        elif name == "epsilon":
+            value = check_range(owner, name, value, 0.0, lowOpen=True)
+        elif name == "momRate":
+            value = check_range(owner, name, value, 0.0, 1.0, highOpen=True)
+            if (value > 0) != (getattr(self, name) > 0):
+                raise ValueError(f"{owner}: momRate {value!r} would switch the momentum buffer "
+                                 f"{'off' if value == 0 else 'on'}; build a new optimizer for that")
+        else:
+            value = check_range(owner, name, value, 0.0, 1.0)
+        setattr(self, name, value)
+
+    def getAttrDict(self) -> dict[str, Any]:
+        """PuzzleLib's attributes (:attr:`ATTRS`) and the update counter ``t``."""
+        return {**{name: getattr(self, name) for name in self.ATTRS}, "t": self.t}
+
+    def addHook(self, hook: Any) -> None:
+        """Call ``hook(var, state)`` on every optimized Variable before each update (e.g.
+        :class:`~puzzle_rms.optimizers.hooks.WeightDecay`, which adds to ``var.grad``), in either state mode."""
+        if not callable(hook):
+            raise TypeError(f"{type(self).__name__}.addHook: hook must be callable(var, state), got {hook!r}")
+        self.hooks.append(hook)
+
+    def update(self, useStreams: bool = False, sync: bool = True) -> bool:
         """Apply one update to every parameter from its gradient.
 
-        Returns True when the step was applied, False when it was skipped (non-finite gradient with
-        ``nonFinite="skip"`` or a dynamic loss scale). Raises NonFiniteGradientError (``nonFinite="raise"``)
-        before anything is modified.
+        ``useStreams`` and ``sync`` are PuzzleLib's and change nothing here (one fused kernel call per bucket).
+        Hooks (:meth:`addHook`) run first. Returns True when the step was applied, False when it was skipped
+        (non-finite gradient with ``nonFinite="skip"`` or a dynamic loss scale). Raises NonFiniteGradientError
+        (``nonFinite="raise"``) before any parameter or state is modified.
         """
         self._require_setup("update")
+        for hook in self.hooks:
+            for name, var in self.variables():
+                hook(var, self.stateOf(name))
         for bucket in self.buckets:
             if not bucket.flat:
                 self._check_local_grad(bucket)
