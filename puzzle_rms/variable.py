@@ -6,6 +6,7 @@ from typing import Any, Optional
 import numpy as np
 
 from puzzle_rms import backends
+from puzzle_rms.backends.gpuarray import withGet
 from puzzle_rms.validation import check_bool, check_optional_str, check_range
 
 
@@ -50,13 +51,13 @@ class Variable:
         self.learnRate = learnRate
         self.wc = 0.0  # PuzzleLib's weight-decay coefficient, read by the WeightDecay hook
         self._pinned = False
-        self._data = data if backend.owns(data) else backend.to_device(data)
+        self._data = withGet(data if backend.owns(data) else backend.to_device(data))
         if self._data.dtype not in backend.dtypesSupported:
             raise TypeError(f"Variable {name!r}: dtype {self._data.dtype} is not supported; expected one of "
                             f"{[str(d) for d in backend.dtypesSupported]}")
         self._grad = None
         if grad is not None or check_bool("Variable", "withgrad", withgrad):
-            self._grad = backend.zeros(self._data.shape, self._data.dtype)
+            self._grad = withGet(backend.zeros(self._data.shape, self._data.dtype))
         if grad is not None:
             self.grad = grad  # checked against the zeros' shape and dtype, then bound
 
@@ -100,17 +101,17 @@ class Variable:
             if value is not old:
                 old[...] = value
             return old
-        return value
+        return withGet(value)
 
     def pin(self, data: Any, grad: Any) -> None:
         """Rebind to views of an optimizer's flat buffers (copying the current values) and keep them."""
         data[...] = self._data
         grad[...] = self._grad
-        self._data, self._grad, self._pinned = data, grad, True
+        self._data, self._grad, self._pinned = withGet(data), withGet(grad), True
 
     def unpin(self) -> None:
         """Own private copies again (when an optimizer releases its flat buffers)."""
-        self._data, self._grad, self._pinned = self._data.copy(), self._grad.copy(), False
+        self._data, self._grad, self._pinned = self._data.copy(), self._grad.copy(), False  # copies keep get/set
 
     @property
     def shape(self) -> tuple:

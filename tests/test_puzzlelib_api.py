@@ -52,3 +52,17 @@ def test_set_attr_changes_the_next_update_and_checks_the_value(backend_name):
     with pytest.raises(ValueError, match="unknown attribute 'momRate'; expected one of learnRate, factor, epsilon"):
         optimizer.setAttr("momRate", 0.5)
     assert optimizer.factor == 0.9
+
+
+def test_config_backend_maps_puzzlelibs_names(backend_name):
+    from puzzle_rms import Config, backends
+
+    Config.backend = Config.Backend.intel
+    assert backends.current().name == "numpy" and Config.backend == Config.Backend.intel
+    Config.backend = "cpu"
+    assert backends.current().name == "numba"
+    with pytest.raises(ValueError, match="'hip' has no counterpart here"):
+        Config.backend = Config.Backend.hip
+    with pytest.raises(ValueError, match=r"Config.backend must be one of \['cuda', 'hip', 'cpu', 'intel'\], got 'x'"):
+        Config.backend = "x"
+    assert backends.current().name == "numba"
