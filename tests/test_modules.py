@@ -199,7 +199,7 @@ def test_unknown_activation_names_it_and_the_choices():
     with pytest.raises(ValueError) as info:
         Activation("softplus")
     message = str(info.value)
-    assert "'softplus'" in message and all(repr(name) in message for name in ACTIVATIONS)
+    assert "'softplus'" in message and all(repr(name.value) in message for name in ACTIVATIONS)
 
 
 def test_linear_argument_and_shape_errors(backend_name):

@@ -42,6 +42,7 @@ class CrossEntropy(Cost):
                                       or maxlabels < 1):
             raise ValueError(f"CrossEntropy: maxlabels must be None or a positive integer, got {maxlabels!r}")
         self.maxlabels = maxlabels
+        self.mostProb: Any = None  # the predicted class of each position, set by validate
         self.weights = None
         if weights is not None:
             backend = backends.current()
@@ -94,7 +95,8 @@ class CrossEntropy(Cost):
 
     def calcVal(self, pred: Any, target: Any) -> float:
         scores, labels = self._flat(pred, target)
-        return float((scores.argmax(axis=1) != labels).sum()) / labels.size
+        self.mostProb = scores.argmax(axis=1).reshape(target.shape)
+        return float((self.mostProb != target).sum()) / labels.size
 
     def getAccuracy(self, pred: Any, target: Any) -> float:
         """The fraction of positions whose highest score is at the target label (1 - ``validate``)."""

@@ -1,21 +1,31 @@
 """Activation: PuzzleLib's element-wise nonlinearities (relu, sigmoid, tanh, leakyRelu, elu, softPlus, clip)."""
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any, Optional
 
 from puzzle_rms import backends
 from puzzle_rms.modules.module import Module
 from puzzle_rms.validation import check_bool, check_choice, check_real
 
-relu = "relu"
-sigmoid = "sigmoid"
-tanh = "tanh"
-leakyRelu = "leakyRelu"
-elu = "elu"
-softPlus = "softPlus"
-clip = "clip"
 
-ACTIVATIONS = (relu, sigmoid, tanh, leakyRelu, elu, softPlus, clip)
+
+class ActivationType(str, Enum):
+    """PuzzleLib's activation names; each member equals its name as a str (``relu == "relu"``)."""
+
+    relu = "relu"
+    sigmoid = "sigmoid"
+    tanh = "tanh"
+    leakyRelu = "leakyRelu"
+    elu = "elu"
+    softPlus = "softPlus"
+    clip = "clip"
+
+
+relu, sigmoid, tanh = ActivationType.relu, ActivationType.sigmoid, ActivationType.tanh
+leakyRelu, elu, softPlus, clip = ActivationType.leakyRelu, ActivationType.elu, ActivationType.softPlus, ActivationType.clip
+
+ACTIVATIONS = tuple(kind.value for kind in ActivationType)
 DEFAULT_ARGS = {leakyRelu: (0.01,), elu: (1.0,), clip: (0.0, 6.0)}
 
 
@@ -39,7 +49,7 @@ class Activation(Module):
     ----------
     activation : str
         One of the module-level constants ``relu``, ``sigmoid``, ``tanh``, ``leakyRelu``, ``elu``,
-        ``softPlus``, ``clip`` (their values are their names).
+        ``softPlus``, ``clip`` (members of :class:`ActivationType`, equal to their names as strings).
     slc : None
         PuzzleLib's slice of the data to activate; only None (the whole array) is supported here.
     inplace : bool
@@ -54,7 +64,7 @@ class Activation(Module):
     def __init__(self, activation: str, slc: Any = None, inplace: bool = False, name: Optional[str] = None,
                  args: tuple = ()) -> None:
         super().__init__(name)
-        self.activation = check_choice("Activation", "activation", activation, ACTIVATIONS)
+        self.activation = ActivationType(check_choice("Activation", "activation", activation, ACTIVATIONS))
         if slc is not None:
             raise ValueError(f"Activation: slc (PuzzleLib's slice of the data) must be None here, got {slc!r}; "
                              "pass a leakyRelu slope as args=(slope,)")

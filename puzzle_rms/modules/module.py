@@ -14,9 +14,15 @@ from typing import Any, Optional
 import numpy as np
 
 from puzzle_rms import backends, puzzlelib_hdf
+from puzzle_rms.backends.gpuarray import withGet
 from puzzle_rms.checkpoint import loadModule, saveModule
 from puzzle_rms.validation import check_optional_str
 from puzzle_rms.variable import Variable
+
+
+def _withGet(x: Any) -> Any:
+    """An output or gradient (or a list of them) with PuzzleLib's ``get()``/``set()`` on the CPU backends."""
+    return [_withGet(item) for item in x] if isinstance(x, list) else withGet(x)
 
 
 def _shapes(x: Any) -> Any:
@@ -76,7 +82,7 @@ class Module:
         Arrays are moved to the current backend and floating ones cast to ``calctype``.
         """
         self.inData = self._toCalc(data)
-        self.data = self.updateData(self.inData)
+        self.data = _withGet(self.updateData(self.inData))
         return self.data
 
     def backward(self, grad: Any, updParamGrads: bool = True, updGrad: bool = True, scale: float = 1.0,
@@ -100,7 +106,7 @@ class Module:
         dL/dx (also kept in ``self.grad``), or None when ``updGrad`` is False.
         """
         grad = self._checkedGrad(grad)
-        self.grad = self.updateGrad(grad) if updGrad else None
+        self.grad = _withGet(self.updateGrad(grad)) if updGrad else None
         if updParamGrads and self.train:
             self.accGradParams(grad, scale=scale, momentum=momentum)
         return self.grad

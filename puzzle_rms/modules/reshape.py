@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
+import numpy as np
+
 from puzzle_rms.modules.module import Module
 
 
@@ -28,15 +30,25 @@ class Reshape(Module):
         self.shape = tuple(shape)
         self.showWarnings = showWarnings
 
+    def dataShapeFrom(self, shape: tuple) -> tuple:
+        """The output shape for an input of ``shape`` (0 copied, -1 inferred), or ValueError when none fits."""
+        shape = tuple(shape)
+        if any(n == 0 for n in self.shape) and len(self.shape) > len(shape):
+            raise ValueError(f"{self!r}: shape {self.shape} copies axes the input of shape {shape} does not have")
+        target = [shape[i] if n == 0 else n for i, n in enumerate(self.shape)]
+        size, known = int(np.prod(shape)), int(np.prod([n for n in target if n != -1]))
+        if -1 in target and known > 0 and size % known == 0:
+            target[target.index(-1)] = size // known
+        if int(np.prod(target)) != size:
+            raise ValueError(f"{self!r}: cannot reshape an input of shape {shape} to {tuple(target)}")
+        return tuple(target)
+
+    def gradShapeFrom(self, shape: tuple) -> tuple:
+        """The input's shape (of the last forward) for a gradient of ``shape``."""
+        return tuple(self.inData.shape)
+
     def updateData(self, data: Any) -> Any:
-        if any(n == 0 for n in self.shape) and len(self.shape) > data.ndim:
-            raise ValueError(f"{self!r}: shape {self.shape} copies axes the input of shape {tuple(data.shape)} "
-                             "does not have")
-        target = tuple(data.shape[i] if n == 0 else n for i, n in enumerate(self.shape))
-        try:
-            return data.reshape(target)
-        except ValueError:
-            raise ValueError(f"{self!r}: cannot reshape an input of shape {tuple(data.shape)} to {target}") from None
+        return data.reshape(self.dataShapeFrom(data.shape))
 
     def updateGrad(self, grad: Any) -> Any:
         return grad.reshape(self.inData.shape)
