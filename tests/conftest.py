@@ -1,4 +1,4 @@
-"""Shared fixtures: run a test on each CPU backend, skip GPU-marked tests without a usable CuPy device."""
+"""Shared fixtures: run a test on each CPU backend (or every backend), skip GPU-marked tests without a usable CuPy device."""
 from __future__ import annotations
 
 from typing import Iterator
@@ -23,6 +23,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(params=CPU_BACKENDS)
 def backend_name(request: pytest.FixtureRequest) -> Iterator[str]:
     """Make each CPU backend current in turn (skipped when not installed); restore the previous one after."""
+    with using(request.param):
+        yield request.param
+
+
+@pytest.fixture(params=CPU_BACKENDS + [pytest.param("cupy", marks=pytest.mark.gpu)])
+def every_backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """:func:`backend_name` over the CPU backends and CuPy, whose runs are marked gpu (skipped without a device)."""
     with using(request.param):
         yield request.param
 

@@ -57,7 +57,7 @@ INIT_CASES = golden.load("init_schemes")["cases"]
 
 
 @pytest.mark.parametrize("case", INIT_CASES, ids=lambda case: f"{case['initscheme']}-{case['wscale']}")
-def test_linear_init_scheme_gives_puzzlelibs_weights_from_the_same_seed(backend_name, case):
+def test_linear_init_scheme_gives_puzzlelibs_weights_from_the_same_seed(every_backend, case):
     scheme = tuple(case["initscheme"]) if isinstance(case["initscheme"], list) else case["initscheme"]
     np.random.seed(case["seed"])
     layer = Linear(case["insize"], case["outsize"], wscale=case["wscale"], initscheme=scheme)
@@ -70,7 +70,7 @@ def test_linear_init_scheme_gives_puzzlelibs_weights_from_the_same_seed(backend_
 
 
 @pytest.mark.parametrize("case", ["Linear(5, 3)", "Linear(5, 3, useBias=False)"])
-def test_linear_forward_and_gradients(backend_name, case):
+def test_linear_forward_and_gradients(every_backend, case):
     recorded = MODULES[case]
     layer = Linear(5, 3, useBias="useBias=False" not in case)
     copy_weights(layer, recorded["params"])
@@ -84,7 +84,7 @@ def test_linear_forward_and_gradients(backend_name, case):
 
 @pytest.mark.parametrize("name, kind", [("relu", relu), ("sigmoid", sigmoid), ("tanh", tanh),
                                         ("leakyRelu", leakyRelu)])
-def test_activation_forward_and_backward(backend_name, name, kind):
+def test_activation_forward_and_backward(every_backend, name, kind):
     recorded = MODULES[f"Activation({name})"]
     module = Activation(kind)
     y = module(golden.array(recorded["x"]))
@@ -121,7 +121,7 @@ MOVERS = {
 
 
 @pytest.mark.parametrize("case", sorted(MOVERS))
-def test_module_forward_and_backward(backend_name, case):
+def test_module_forward_and_backward(every_backend, case):
     recorded = MODULES[case]
     module = MOVERS[case]()
     if "params" in recorded:
@@ -135,7 +135,7 @@ def test_module_forward_and_backward(backend_name, case):
         np.testing.assert_allclose(host(var.grad), golden.array(recorded["paramGrads"][name]), rtol=1e-5, atol=1e-6)
 
 
-def test_bare_module_overwrites_and_sequential_accumulates_like_puzzlelib(backend_name):
+def test_bare_module_overwrites_and_sequential_accumulates_like_puzzlelib(every_backend):
     recorded = MODULES["backward accumulation"]
     x, g = golden.array(recorded["x"]), golden.array(recorded["gradOut"])
     np.random.seed(13)  # PuzzleLib's seed: the same initial weights
@@ -165,7 +165,7 @@ COST_MAKERS = {
 
 
 @pytest.mark.parametrize("case", sorted(COST_MAKERS))
-def test_cost_value_gradient_and_validate(backend_name, case):
+def test_cost_value_gradient_and_validate(every_backend, case):
     recorded = COSTS[case]
     cost = COST_MAKERS[case]()
     pred, target = golden.array(recorded["pred"]), golden.array(recorded["target"])
@@ -181,7 +181,7 @@ def test_cost_value_gradient_and_validate(backend_name, case):
     assert cost.validate(pred, target) == pytest.approx(recorded["validate"], rel=1e-6)
 
 
-def test_cost_accumulator_gives_puzzlelibs_mean_error(backend_name):
+def test_cost_accumulator_gives_puzzlelibs_mean_error(every_backend):
     recorded = golden.load("costs")["accumulator"]
     mse = MSE()
     for call in recorded["calls"]:
@@ -215,7 +215,7 @@ BUFFERS = {"delta": "mom"}  # PuzzleLib's RMSPropGraves buffer name -> the fused
 
 @pytest.mark.parametrize("case", sorted(OPTIMIZER_MAKERS))
 @pytest.mark.parametrize("useGlobalState", [False, True])
-def test_optimizer_steps_on_fixed_gradients(backend_name, case, useGlobalState):
+def test_optimizer_steps_on_fixed_gradients(every_backend, case, useGlobalState):
     """Every step's parameters and state. With the WeightDecay hook PuzzleLib's global state decays nothing
     (its hook sees one flat Variable); here the hook reaches each Variable in both modes, so both give
     PuzzleLib's local-state numbers."""
@@ -255,7 +255,7 @@ def run_script(net, cost, optimizer, recorded, useGlobalState, targetKey="target
     return np.array(losses)
 
 
-def test_readme_quick_start_gives_puzzlelibs_losses_from_its_weights(backend_name):
+def test_readme_quick_start_gives_puzzlelibs_losses_from_its_weights(every_backend):
     recorded = golden.load("script_docs_rmsprop")
     net = Sequential()
     net.extend([Linear(128, 64), Activation(relu), Linear(64, 1)])
@@ -265,7 +265,7 @@ def test_readme_quick_start_gives_puzzlelibs_losses_from_its_weights(backend_nam
         np.testing.assert_allclose(host(var.data), golden.array(recorded["finalWeights"][name]), atol=1e-4)
 
 
-def test_train_simple_test_network_gives_puzzlelibs_losses(backend_name):
+def test_train_simple_test_network_gives_puzzlelibs_losses(every_backend):
     """Optimizer.trainSimpleTest's network without its final Cast(float32 -> float32), an identity here.
 
     With learnRate=1e-2 this run amplifies float32 rounding: the relative difference between two summation
@@ -281,7 +281,7 @@ def test_train_simple_test_network_gives_puzzlelibs_losses(backend_name):
     np.testing.assert_allclose(losses[40:80], recorded["losses"][40:80], rtol=1e-2)
 
 
-def test_cross_entropy_classifier_gives_puzzlelibs_losses(backend_name):
+def test_cross_entropy_classifier_gives_puzzlelibs_losses(every_backend):
     recorded = golden.load("script_classifier_ce")
     net = Sequential()
     net.extend([Linear(4, 16), Activation(relu), Linear(16, 3)])

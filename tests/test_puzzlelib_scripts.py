@@ -35,7 +35,7 @@ def assert_same_weights(got: dict, recorded: dict, atol: float = 0.0) -> None:
             np.testing.assert_allclose(value, golden.array(recorded[name]), atol=atol, err_msg=name)
 
 
-def test_docs_loop_gives_puzzlelibs_losses_step_by_step_from_the_seed(backend_name):
+def test_docs_loop_gives_puzzlelibs_losses_step_by_step_from_the_seed(every_backend):
     recorded = golden.load("script_docs_rmsprop")
     result = script("docs_rmsprop").run()
     assert_same_weights(result["initialWeights"], recorded["initialWeights"])
@@ -44,7 +44,7 @@ def test_docs_loop_gives_puzzlelibs_losses_step_by_step_from_the_seed(backend_na
     assert_same_weights(result["finalWeights"], recorded["finalWeights"], atol=1e-4)
 
 
-def test_train_simple_network_gives_puzzlelibs_losses_from_the_seed(backend_name):
+def test_train_simple_network_gives_puzzlelibs_losses_from_the_seed(every_backend):
     """Steps 1-40 at rtol 1e-4, 41-80 at 1e-2: learnRate=1e-2 amplifies float32 rounding (see
     test_puzzlelib_goldens.test_train_simple_test_network_gives_puzzlelibs_losses)."""
     recorded = golden.load("script_train_simple")
@@ -54,7 +54,7 @@ def test_train_simple_network_gives_puzzlelibs_losses_from_the_seed(backend_name
     np.testing.assert_allclose(result["losses"][40:80], recorded["losses"][40:80], rtol=1e-2)
 
 
-def test_graph_and_sequential_with_replicate_and_concat_give_puzzlelibs_losses(backend_name):
+def test_graph_and_sequential_with_replicate_and_concat_give_puzzlelibs_losses(every_backend):
     """The Graph matches all 60 steps at rtol 1e-4. The Sequential's run turns unstable after step 45 (PuzzleLib's
     own loss rises at steps 48-51), where the relative difference between two float32 summation orders grows
     from 3e-6 (step 46) to 3e-2 (step 51): steps 1-45 are compared at rtol 1e-5, 46-60 at rtol 1e-1."""
@@ -70,7 +70,7 @@ def test_graph_and_sequential_with_replicate_and_concat_give_puzzlelibs_losses(b
     np.testing.assert_allclose(losses[45:], want[45:], rtol=1e-1)
 
 
-def test_cross_entropy_classifier_gives_puzzlelibs_losses_and_validation(backend_name):
+def test_cross_entropy_classifier_gives_puzzlelibs_losses_and_validation(every_backend):
     recorded = golden.load("script_classifier_ce")
     result = script("classifier_ce").run()
     assert_same_weights(result["initialWeights"], recorded["initialWeights"])
