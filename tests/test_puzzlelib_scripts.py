@@ -65,6 +65,11 @@ def test_graph_and_sequential_with_replicate_and_concat_give_puzzlelibs_losses(e
     np.testing.assert_allclose(result["graph"]["losses"], recorded["graph"]["losses"], rtol=1e-4)
     # RMSProp steps are lr * g / sqrt(ms): near-zero gradients turn float32 rounding into ~1e-5 differences
     assert_same_weights(result["graph"]["finalWeights"], recorded["graph"]["finalWeights"], atol=1e-4)
+    optimizer, state = result["graph"]["optimizer"], recorded["graph"]["optimizer"]
+    assert optimizer.t == state["t"]
+    flat = np.concatenate([backends.current().to_host(optimizer.stateOf(name)["ms"]).ravel()
+                           for name in state["globalStateOrder"]])  # PuzzleLib packs variables sorted by name
+    np.testing.assert_allclose(flat, golden.array(state["msFlat"]), rtol=1e-3, atol=1e-9)
     losses, want = result["sequential"]["losses"], recorded["sequential"]["losses"]
     np.testing.assert_allclose(losses[:45], want[:45], rtol=1e-5)
     np.testing.assert_allclose(losses[45:], want[45:], rtol=1e-1)

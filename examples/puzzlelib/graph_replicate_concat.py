@@ -58,8 +58,10 @@ def run(backend: Optional[str] = None, steps: int = 60) -> dict[str, Any]:
     data = gpuarray.to_gpu(np.random.randn(10, 6).astype(np.float32))
     target = gpuarray.to_gpu(np.random.randn(10, 2).astype(np.float32))
     for key, net in (("graph", graph), ("sequential", seq)):
-        results[key]["losses"] = train(net, MSE(), RMSProp(learnRate=0.01), data, target, steps)
+        optimizer = RMSProp(learnRate=0.01)
+        results[key]["losses"] = train(net, MSE(), optimizer, data, target, steps)
         results[key]["finalWeights"] = weights(net)
+        results[key]["optimizer"] = optimizer
     return results
 
 

@@ -363,9 +363,11 @@ class Optimizer:
         (``nonFinite="raise"``) before any parameter or state is modified.
         """
         self._require_setup("update")
-        for hook in self.hooks:
-            for name, var in self.variables():
-                hook(var, self.stateOf(name))
+        if self.hooks:
+            states = self.stateArrays()
+            for hook in self.hooks:
+                for name, var in self.variables():
+                    hook(var, states[name])
         for bucket in self.buckets:
             if not bucket.flat:
                 self._check_local_grad(bucket)
