@@ -280,3 +280,12 @@ def test_lazy_mode_with_float16_tables(backend_name, useGlobalState, masterWeigh
     np.testing.assert_allclose(got.astype(np.float64), want, rtol=2e-3, atol=2e-3)
     never = sorted(set(range(VOCAB)) - set(sum(BATCHES, [])))
     np.testing.assert_array_equal(got[never], table16[never])
+
+
+def test_zero_grad_params_of_a_container_drops_an_embeddings_pending_rows(backend_name):
+    seq = Sequential().append(Embedding(5, 2, rng=np.random.default_rng(0)))
+    seq(np.array([1, 3]))
+    seq.backward(np.ones((2, 2), np.float32))
+    assert len(seq[0].vars["W"].rowGrad) == 2
+    seq.zeroGradParams()
+    assert len(seq[0].vars["W"].rowGrad) == 0

@@ -160,14 +160,18 @@ class Module:
 
     def zeroGradParams(self) -> None:
         """Set every parameter's gradient to zero, here and in every child."""
-        for var in self.namedVariables().values():
-            var.grad.fill(0)
+        for var in self.vars.values():
+            if var.grad is not None:
+                var.grad.fill(0)
+        for child in self.modules.values():
+            child.zeroGradParams()
 
     def updateParams(self, learnRate: float) -> None:
         """A plain gradient step on every parameter: ``w -= learnRate * grad`` (PuzzleLib adds, as its
         gradients carry the negative sign; here gradients are dL/dw)."""
         for var in self.getVarTable():
-            var.data -= learnRate * var.grad
+            if var.grad is not None:
+                var.data -= var.dtype.type(learnRate) * var.grad
 
     def numOfParams(self) -> int:
         """The number of scalar parameters (each shared Variable counted once)."""
