@@ -36,6 +36,12 @@ class Variable:
         Per-variable multiplier of the optimizer's learning rate (PuzzleLib's
         ``Variable.learnRate``); honoured in local and global state.
 
+    Attributes
+    ----------
+    wc : float
+        PuzzleLib's weight-decay coefficient (0 by default), read by
+        :class:`~puzzle_rms.optimizers.WeightDecay`.
+
     Notes
     -----
     Once an optimizer packs the variable into a flat buffer
