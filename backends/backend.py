@@ -200,8 +200,10 @@ class Backend:
         """
         raise NotImplementedError
 
-    def sgd_update(self, w: Any, g: Any, layout: Layout, segParams: Any, hyper: np.ndarray) -> None:
-        """In-place SGD step over ``layout``, as :func:`.reference.sgd_update` states it."""
+    def sgd_update(self, w: Any, g: Any, mom: Optional[Any], layout: Layout, segParams: Any,
+                   hyper: np.ndarray) -> None:
+        """In-place SGD step over ``layout`` (with a momentum buffer ``mom`` unless None), as
+        :func:`.reference.sgd_update` states it."""
         raise NotImplementedError
 
     def segment_sumsq(self, g: Any, layout: Layout) -> np.ndarray:

@@ -39,7 +39,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .backend import HYPER_FIELDS, Backend, Layout
+from .backend import HYPER_FIELDS, HYPER_INDEX, Backend, Layout
 
 THREADS = 256  # threads per CUDA block; the source's shared arrays are sized from it
 MIN_BLOCK = 2 * THREADS  # smallest dense layout block: two elements (one half2 pair) per thread
@@ -172,16 +172,28 @@ extern "C" __global__ void rmsprop(
         store(&wb[i], step((S)load(wb[i]), (S)load(gb[i]), w0 + i));
 }
 
-extern "C" __global__ void sgd(T* __restrict__ w, const G* __restrict__ g, const long long* __restrict__ blocks,
-                               long long nblocks, int lanes, const S* __restrict__ seg, S gradScale)
+extern "C" __global__ void sgd(T* __restrict__ w, const G* __restrict__ g, S* __restrict__ mom,
+                               const long long* __restrict__ blocks, long long nblocks, int lanes,
+                               const S* __restrict__ seg, S gradScale, S mu, S nesterov, int momentum)
 {
     const long long b = block_of(nblocks, lanes);
     if (b == nblocks) return;
     const long long* blk = blocks + 4 * b;
     const long long w0 = blk[0], n = blk[1] - blk[0], s = blk[2], g0 = blk[3];
     const S step = seg[4 * s] * seg[4 * s + 3] * gradScale, wScale = seg[4 * s + 2];
-    for (long long i = threadIdx.x % lanes; i < n; i += lanes)
-        store(&w[w0 + i], (S)load(w[w0 + i]) * wScale - step * (S)load(g[g0 + i]));
+    const long long lane = threadIdx.x % lanes;
+    if (momentum) {  // mom = mu * mom + u; w -= mom, or w -= mu * mom + u (nesterov)
+        const S c = nesterov * mu + ((S)1 - nesterov);
+        for (long long i = lane; i < n; i += lanes) {
+            const S u = step * (S)load(g[g0 + i]);
+            const S v = mu * mom[w0 + i] + u;
+            mom[w0 + i] = v;
+            store(&w[w0 + i], (S)load(w[w0 + i]) * wScale - (c * v + nesterov * u));
+        }
+    } else {
+        for (long long i = lane; i < n; i += lanes)
+            store(&w[w0 + i], (S)load(w[w0 + i]) * wScale - step * (S)load(g[g0 + i]));
+    }
 }
 
 // out[b] = sum of squares of layout block b, in float64.
@@ -371,14 +383,17 @@ class CupyBackend(Backend):
                 np.int64(blocks.nblocks), np.int32(blocks.lanes), segParams) + scalars
                + (np.int32(mg is not None), np.int32(mom is not None)))
 
-    def sgd_update(self, w: Any, g: Any, layout: Layout, segParams: Any, hyper: np.ndarray) -> None:
+    def sgd_update(self, w: Any, g: Any, mom: Optional[Any], layout: Layout, segParams: Any,
+                   hyper: np.ndarray) -> None:
         blocks = layout.blocks
         if blocks.nblocks == 0:
             return
         state = segParams.dtype.type
         kernel = self._function("sgd", w.dtype, g.dtype, segParams.dtype)
         kernel(self._grid(blocks.nblocks, blocks.lanes), (THREADS,),
-               (w, g, blocks.table, np.int64(blocks.nblocks), np.int32(blocks.lanes), segParams, state(hyper[0])))
+               (w, g, segParams if mom is None else mom, blocks.table, np.int64(blocks.nblocks),
+                np.int32(blocks.lanes), segParams, state(hyper[HYPER_INDEX["gradScale"]]),
+                state(hyper[HYPER_INDEX["mu"]]), state(hyper[HYPER_INDEX["nesterov"]]), np.int32(mom is not None)))
 
     def segment_sumsq(self, g: Any, layout: Layout) -> np.ndarray:
         return self.segment_sumsq_many([(g, layout)])[0]

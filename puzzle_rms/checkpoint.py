@@ -199,8 +199,8 @@ def _check_path(owner: str, path: Any) -> str:
 
 def _module_table(owner: str, module: Any) -> dict[str, Variable]:
     """name -> Variable of a Module or a dict of Variables."""
-    if hasattr(module, "getVarTable"):
-        table = module.getVarTable()
+    if hasattr(module, "namedVariables"):
+        table = module.namedVariables()
     elif isinstance(module, dict):
         table = module
     else:

@@ -48,6 +48,13 @@ def backend_name(request: pytest.FixtureRequest) -> Iterator[str]:
         yield request.param
 
 
+@pytest.fixture(params=CPU_BACKENDS + [pytest.param("cupy", marks=pytest.mark.gpu)])
+def every_backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """:func:`backend_name` over the CPU backends and CuPy, whose runs are marked gpu (skipped without a device)."""
+    with using(request.param):
+        yield request.param
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     """A seeded NumPy generator, the same in every test."""

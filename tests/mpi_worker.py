@@ -33,14 +33,14 @@ def build_model(inputs: dict, rank: int) -> Sequential:
     backend = backends.current()
     model = Sequential()
     model.extend([Linear(4, 3), Activation(tanh), Linear(3, 2)])
-    for name, var in model.getVarTable().items():
+    for name, var in model.namedVariables().items():
         var.data = backend.to_device(inputs[f"init{rank}/{name}"])
     return model
 
 
 def flat_params(model: Sequential) -> np.ndarray:
     backend = backends.current()
-    return np.concatenate([backend.to_host(var.data).ravel() for var in model.getVarTable().values()])
+    return np.concatenate([backend.to_host(var.data).ravel() for var in model.namedVariables().values()])
 
 
 def train(inputs: dict, node: Optional[NodeInfo], poison: float = 0.0, resumeFrom: Optional[str] = None,
@@ -74,7 +74,7 @@ def train(inputs: dict, node: Optional[NodeInfo], poison: float = 0.0, resumeFro
         _, grad = cost(model(x), t)
         model.backward(grad * optimizer.lossScaleValue)
         if poison and rank == 1 and step == BAD_STEP:
-            model.getVarTable()["2.W"].grad[0, 0] = poison
+            model.namedVariables()["2.W"].grad[0, 0] = poison
         scales.append(optimizer.lossScaleValue)
         results.append(optimizer.update())
         history.append(flat_params(model))
@@ -92,7 +92,7 @@ def raise_on_any_rank(inputs: dict, node: NodeInfo) -> dict:
     _, grad = MSE()(model(shardBatch(inputs["x"][0], node)), shardBatch(inputs["t"][0], node))
     model.backward(grad)
     if node.rank == 1:
-        model.getVarTable()["0.b"].grad[1] = np.nan
+        model.namedVariables()["0.b"].grad[1] = np.nan
     try:
         optimizer.update()
         raised = False

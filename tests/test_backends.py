@@ -203,6 +203,20 @@ def test_allocation(backend_name):
 
 
 def test_dtypes_supported(backend_name):
-    supported = gpuarray.dtypesSupported()
-    assert supported == backends.current().dtypesSupported
-    assert {np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16)} <= set(supported)
+    supported = gpuarray.dtypesSupported()  # PuzzleLib's (dtype, atol) pairs
+    assert [dtype for dtype, _ in supported] == list(backends.current().dtypesSupported)
+    assert {np.dtype(np.float32): 1e-5, np.dtype(np.float16): 1e-2}.items() <= dict(supported).items()
+
+
+def test_gpuarray_class_and_get_set_on_parameters(backend_name):
+    from puzzle_rms.modules import Linear
+
+    layer = Linear(3, 2)
+    assert isinstance(layer.W, gpuarray.GPUArray) and not isinstance([1.0], gpuarray.GPUArray)
+    layer.W.set(np.full((3, 2), 0.5, np.float32))
+    layer.vars["b"].grad.set(np.array([1.0, 2.0], np.float32))
+    np.testing.assert_array_equal(layer.W.get(), np.full((3, 2), 0.5))
+    np.testing.assert_array_equal(layer.vars["b"].grad.get(), [1.0, 2.0])
+    with pytest.raises(ValueError, match=r"set: array of shape \(2,\) into an array of shape \(3, 2\)"):
+        layer.W.set(np.zeros(2))
+    assert isinstance(gpuarray.GPUArray((2,), np.float32), gpuarray.GPUArray)

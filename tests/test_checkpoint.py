@@ -63,7 +63,7 @@ def build_optimizer(kind: str) -> RMSProp:
 
 def train(model: Sequential, optimizer: RMSProp, start: int, stop: int) -> None:
     """Updates number ``start`` to ``stop - 1``; the batch and any poisoning depend on the update number only."""
-    first = next(iter(model.getVarTable().values()))
+    first = next(iter(model.namedVariables().values()))
     for k in range(start, stop):
         optimizer.zeroGradParams()
         _, grad = MSE()(model(X[k % 4]), Y[k % 4])
@@ -76,7 +76,7 @@ def train(model: Sequential, optimizer: RMSProp, start: int, stop: int) -> None:
 def snapshot(model: Sequential, optimizer: RMSProp) -> dict[str, np.ndarray]:
     """Every parameter, every state buffer and the optimizer's counters, as host arrays."""
     out = {}
-    for name, var in model.getVarTable().items():
+    for name, var in model.namedVariables().items():
         out[f"param:{name}"] = host(var.data)
         for buffer, view in optimizer.stateOf(name).items():
             out[f"state:{name}:{buffer}"] = host(view)

@@ -189,20 +189,25 @@ def test_sums_of_squares_on_the_host_match_the_numpy_backend(host, dtype):
 
 
 @needs_cxx
+@pytest.mark.parametrize("momentum", [None, 0.0, 1.0], ids=["plain", "momentum", "nesterov"])
 @pytest.mark.parametrize("dtypes", [(F16, F16, F32), (F32, F32, F32), (F64, F64, F64)], ids=["f16", "f32", "f64"])
-def test_sgd_kernel_on_the_host_matches_the_numpy_backend(host, dtypes):
+def test_sgd_kernel_on_the_host_matches_the_numpy_backend(host, dtypes, momentum):
     rng = np.random.default_rng(5)
     numpy = NumpyBackend()
+    hyper = hyper_vector(gradScale=0.5, mu=0.0 if momentum is None else 0.9, nesterov=momentum or 0.0)
     for name, layout in _layouts(rng).items():
         w, grads, _, table, _ = _problem(rng, layout, dtypes, "decoupled-decay", False)
         results = []
         for backend in (numpy, host):
             ww = w.copy()
+            mom = None if momentum is None else np.zeros(w.shape, dtypes[2])
             lay, seg = backend.make_layout(*layout), backend.seg_params(table, dtypes[2])
             for g in grads:
-                backend.sgd_update(ww, g, lay, seg, hyper_vector(gradScale=0.5))
-            results.append(ww)
-        np.testing.assert_allclose(results[1], results[0], **_tolerance(dtypes[0]), err_msg=name)
+                backend.sgd_update(ww, g, mom, lay, seg, hyper)
+            results.append((ww, mom))
+        np.testing.assert_allclose(results[1][0], results[0][0], **_tolerance(dtypes[0]), err_msg=name)
+        if momentum is not None:
+            np.testing.assert_allclose(results[1][1], results[0][1], **_tolerance(dtypes[2]), err_msg=name)
 
 
 @needs_cxx
@@ -267,9 +272,10 @@ def test_a_launch_must_pass_each_argument_as_its_parameters_type(host):
     kernel = host._function("sgd", F32, F32, F32)
     w, g, seg = np.zeros(4, np.float32), np.ones(4, np.float32), np.array([[0.1, 0, 1, 1]], np.float32)
     lay = host.make_layout([4])
-    good = (w, g, lay.blocks.table, np.int64(1), np.int32(lay.blocks.lanes), seg, np.float32(1))
+    good = (w, g, seg, lay.blocks.table, np.int64(1), np.int32(lay.blocks.lanes), seg, np.float32(1), np.float32(0),
+            np.float32(0), np.int32(0))
     kernel((1,), (cupy_backend.THREADS,), good)
     np.testing.assert_allclose(w, -0.1)
-    for i, bad in [(3, np.int32(1)), (4, np.int64(4)), (6, np.float64(1)), (6, 1.0)]:
+    for i, bad in [(4, np.int32(1)), (5, np.int64(4)), (7, np.float64(1)), (7, 1.0), (10, np.int64(0))]:
         with pytest.raises(TypeError, match=f"sgd: argument {i} is"):
             kernel((1,), (cupy_backend.THREADS,), good[:i] + (bad,) + good[i + 1:])

@@ -300,3 +300,12 @@ def test_row_occurrences_clip_sumsq_and_squares(backend_name):
     np.testing.assert_allclose(host(summed), [[4.0, -5.0], [0.5, 2.0]])
     grad.clip(1.5)
     np.testing.assert_allclose(host(grad.toDense()), [[0, 0], [2.5, -2.5], [0, 0], [0.5, 1.5]])
+
+
+def test_zero_grad_params_of_a_container_drops_an_embeddings_pending_rows(backend_name):
+    seq = Sequential().append(Embedding(5, 2, rng=np.random.default_rng(0)))
+    seq(np.array([1, 3]))
+    seq.backward(np.ones((2, 2), np.float32))
+    assert len(seq[0].vars["W"].rowGrad) == 2
+    seq.zeroGradParams()
+    assert len(seq[0].vars["W"].rowGrad) == 0

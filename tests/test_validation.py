@@ -195,7 +195,7 @@ CASES = [
     Case("linear-rng", lambda: Linear(3, 2, rng=7), TypeError, "rng", 7),
     Case("module-name", lambda: Linear(3, 2, name=5), TypeError, "name", 5),
     Case("activation-name", lambda: Activation("gelu"), ValueError, "activation", "gelu"),
-    Case("activation-slc", lambda: Activation("leakyRelu", slc="x"), TypeError, "slc", "x"),
+    Case("activation-args", lambda: Activation("leakyRelu", args=("x",)), TypeError, "args", "x"),
     Case("embedding-vocab", lambda: Embedding(0, 4), ValueError, "vocab", 0),
     Case("embedding-dim", lambda: Embedding(10, -4), ValueError, "dim", -4),
     Case("embedding-wscale", lambda: Embedding(10, 4, wscale=float("nan")), ValueError, "wscale", float("nan")),

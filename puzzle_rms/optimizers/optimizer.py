@@ -47,8 +47,8 @@ GROUP_KEYS = ("params", "learnRate", "learnRateScale", "weightDecay", "decoupled
 
 def _named_variables(target: Any, owner: str) -> list[tuple[str, Variable]]:
     """(name, Variable) pairs of a Module, a dict of Variables or a list of Variables."""
-    if hasattr(target, "getVarTable"):
-        items = list(target.getVarTable().items())
+    if hasattr(target, "namedVariables"):
+        items = list(target.namedVariables().items())
     elif isinstance(target, dict):
         items = list(target.items())
     elif isinstance(target, (list, tuple)):
@@ -59,6 +59,9 @@ def _named_variables(target: Any, owner: str) -> list[tuple[str, Variable]]:
     for name, var in items:
         if not isinstance(var, Variable):
             raise TypeError(f"{owner}.setupOn: {name!r} is a {type(var).__name__}, expected a Variable")
+        if var.grad is None:
+            raise ValueError(f"{owner}.setupOn: variable {name!r} has no gradient (made with withgrad=False); "
+                             "expected trainable Variables only")
     return items
 
 def _match_state(owner: str, views: dict[str, dict[str, Any]], arrays: Any) -> list[tuple[Any, np.ndarray]]:
@@ -146,6 +149,7 @@ class Optimizer:
 
     HYPERPARAMETERS: tuple[str, ...] = ("learnRate", "lossScale", "clipNorm", "globalClipNorm", "sparseUpdate",
                                         "sparseDuplicates")
+    ATTRS: tuple[str, ...] = ("learnRate",)  # PuzzleLib's attributes: what setAttr may set, getAttrDict reports
 
     def __init__(self, learnRate: Any = 1e-3, nodeinfo: Any = None, lossScale: Union[float, DynamicLossScale] = 1.0,
                  clipNorm: Optional[float] = None, globalClipNorm: Optional[float] = None,
@@ -173,6 +177,7 @@ class Optimizer:
         self.buckets: list[Bucket] = []
         self.backend: Optional[backends.Backend] = None
         self.useGlobalState = False
+        self.hooks: list[Any] = []
 
     # --- what subclasses provide ----------------------------------------------------------------
     def stateInit(self) -> dict[str, float]:
@@ -343,14 +348,51 @@ class Optimizer:
         return np.array([learn_rate_at(owner, self.learnRate if g.learnRate is None else g.learnRate, step)
                          * g.learnRateScale for g in self.groups])
 
-    def update(self) -> bool:
+    # --- PuzzleLib's attribute and hook interface ------------------------------------------------
+    def setAttr(self, name: str, value: Any) -> None:
+        """Set PuzzleLib attribute ``name`` (one of :attr:`ATTRS`, e.g. ``learnRate``, ``factor``, ``momRate``),
+        checked as the constructor checks it; the next update uses it."""
+        owner = f"{type(self).__name__}.setAttr"
+        if name not in self.ATTRS:
+            raise ValueError(f"{owner}: unknown attribute {name!r}; expected one of {', '.join(self.ATTRS)}")
+        if name == "learnRate":
+            value = validate_learn_rate(owner, value)
+        elif name == "epsilon":
+            value = check_range(owner, name, value, 0.0, lowOpen=True)
+        elif name == "momRate":
+            value = check_range(owner, name, value, 0.0, 1.0, highOpen=True)
+            if (value > 0) != (getattr(self, name) > 0):
+                raise ValueError(f"{owner}: momRate {value!r} would switch the momentum buffer "
+                                 f"{'off' if value == 0 else 'on'}; build a new optimizer for that")
+        else:
+            value = check_range(owner, name, value, 0.0, 1.0)
+        setattr(self, name, value)
+
+    def getAttrDict(self) -> dict[str, Any]:
+        """PuzzleLib's attributes (:attr:`ATTRS`) and the update counter ``t``."""
+        return {**{name: getattr(self, name) for name in self.ATTRS}, "t": self.t}
+
+    def addHook(self, hook: Any) -> None:
+        """Call ``hook(var, state)`` on every optimized Variable before each update (e.g.
+        :class:`~puzzle_rms.optimizers.hooks.WeightDecay`, which adds to ``var.grad``), in either state mode."""
+        if not callable(hook):
+            raise TypeError(f"{type(self).__name__}.addHook: hook must be callable(var, state), got {hook!r}")
+        self.hooks.append(hook)
+
+    def update(self, useStreams: bool = False, sync: bool = True) -> bool:
         """Apply one update to every parameter from its gradient.
 
-        Returns True when the step was applied, False when it was skipped (non-finite gradient with
-        ``nonFinite="skip"`` or a dynamic loss scale). Raises NonFiniteGradientError (``nonFinite="raise"``)
-        before anything is modified.
+        ``useStreams`` and ``sync`` are PuzzleLib's and change nothing here (one fused kernel call per bucket).
+        Hooks (:meth:`addHook`) run first. Returns True when the step was applied, False when it was skipped
+        (non-finite gradient with ``nonFinite="skip"`` or a dynamic loss scale). Raises NonFiniteGradientError
+        (``nonFinite="raise"``) before any parameter or state is modified.
         """
         self._require_setup("update")
+        if self.hooks:
+            states = self.stateArrays()
+            for hook in self.hooks:
+                for name, var in self.variables():
+                    hook(var, states[name])
         for bucket in self.buckets:
             if not bucket.flat:
                 self._check_local_grad(bucket)

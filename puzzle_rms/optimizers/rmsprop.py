@@ -97,6 +97,7 @@ class RMSProp(Optimizer):
         See :class:`Optimizer`.
     """
 
+    ATTRS = ("learnRate", "factor", "epsilon")
     HYPERPARAMETERS = Optimizer.HYPERPARAMETERS + (
         "factor", "epsilon", "epsInSqrt", "momentum", "lrInMomentum", "nesterov", "centered", "initialMeanSquare",
         "biasCorrection", "weightDecay", "decoupledWeightDecay", "decayFilter", "wdBeforeClip", "clipValue",
