@@ -154,6 +154,10 @@ class Backend:
     def synchronize(self) -> None:
         """Wait for queued device work (a no-op on the CPU)."""
 
+    def current_device(self) -> Optional[int]:
+        """Index of the current device (caches of device memory are kept per device); None on the CPU."""
+        return None
+
     def use_local_device(self, localRank: int) -> Optional[int]:
         """Make device ``localRank % deviceCount`` current and return its index; None where there are no devices."""
         return None
@@ -171,11 +175,15 @@ class Backend:
             wOffsets = np.cumsum(sizes) - sizes
         wOffsets = np.asarray(wOffsets, dtype=np.int64)
         gOffsets = wOffsets if gOffsets is None else np.asarray(gOffsets, dtype=np.int64)
-        host = build_blocks(wOffsets, sizes, gOffsets, self.blockElems)
-        return Layout(self.layout_blocks(host), host, int(sizes.size), int(sizes.sum()))
+        host = build_blocks(wOffsets, sizes, gOffsets, self.block_elems(int(sizes.sum())))
+        return Layout(self.layout_blocks(host, int(sizes.size)), host, int(sizes.size), int(sizes.sum()))
 
-    def layout_blocks(self, hostBlocks: np.ndarray) -> Any:
-        """Move a block table to where this backend's kernels read it."""
+    def block_elems(self, total: int) -> int:
+        """Elements per layout block for segments of ``total`` elements in all (``blockElems`` here)."""
+        return self.blockElems
+
+    def layout_blocks(self, hostBlocks: np.ndarray, numSegments: int) -> Any:
+        """Move a block table of ``numSegments`` segments to where this backend's kernels read it."""
         return hostBlocks
 
     def seg_params(self, table: np.ndarray, dtype: Any) -> Any:
@@ -200,8 +208,10 @@ class Backend:
         and ``mom`` uint16 or None; ``keys`` from :func:`.compressed_state.state_keys`."""
         raise NotImplementedError
 
-    def sgd_update(self, w: Any, g: Any, layout: Layout, segParams: Any, hyper: np.ndarray) -> None:
-        """In-place SGD step over ``layout``, as :func:`.reference.sgd_update` states it."""
+    def sgd_update(self, w: Any, g: Any, mom: Optional[Any], layout: Layout, segParams: Any,
+                   hyper: np.ndarray) -> None:
+        """In-place SGD step over ``layout`` (with a momentum buffer ``mom`` unless None), as
+        :func:`.reference.sgd_update` states it."""
         raise NotImplementedError
 
     def segment_sumsq(self, g: Any, layout: Layout) -> np.ndarray:
@@ -211,6 +221,11 @@ class Backend:
         serves both the finiteness check and norm clipping.
         """
         raise NotImplementedError
+
+    def segment_sumsq_many(self, pairs: Sequence[tuple[Any, Layout]]) -> list[np.ndarray]:
+        """:meth:`segment_sumsq` of each ``(g, layout)`` pair; a device backend brings them all to the host in
+        one copy, so that a step waits for the device once."""
+        return [self.segment_sumsq(g, layout) for g, layout in pairs]
 
     def copy_cast(self, dst: Any, src: Any) -> None:
         """``dst[...] = src`` with a dtype cast, in place."""

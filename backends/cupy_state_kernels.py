@@ -145,6 +145,7 @@ def launch(cupy: Any, functions: dict, w: Any, g: Any, ms: Any, msScale: Optiona
     nblocks = layout.hostBlocks.shape[0]
     if nblocks == 0:
         return
+    table = layout.blocks.table  # the block rows on the device (DeviceBlocks)
     code = defines(w, g, ms)
     if code not in functions:
         functions[code] = cupy.RawModule(code=code + SOURCE, options=OPTIONS).get_function("rmsprop_compressed")
@@ -152,6 +153,5 @@ def launch(cupy: Any, functions: dict, w: Any, g: Any, ms: Any, msScale: Optiona
     scalars = tuple(np.float32(x) for x in hyper[:len(HYPER_FIELDS)])
     functions[code]((nblocks,), (QUANT_BLOCK,), (
         w, g, ms, cupy.zeros(1, np.float32) if msScale is None else msScale, none16 if mg is None else mg,
-        none16 if mom is None else mom, layout.blocks, segParams,
-        layout.blocks if scaleStarts is None else scaleStarts) + scalars
+        none16 if mom is None else mom, table, segParams, table if scaleStarts is None else scaleStarts) + scalars
         + tuple(np.uint32(k) for k in keys) + (np.int32(mg is not None), np.int32(mom is not None)))

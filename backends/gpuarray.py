@@ -13,29 +13,55 @@ import numpy as np
 
 from . import Backend, current
 
-__all__ = ["GPUArray", "HostArray", "dtypesSupported", "empty", "full", "get", "to_gpu", "zeros"]
+__all__ = ["GPUArray", "HostArray", "dtypesSupported", "empty", "full", "get", "to_gpu", "withGet", "zeros"]
+
+ATOL = {np.dtype(np.float16): 1e-2, np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-8}
 
 
 class HostArray(np.ndarray):
-    """A host array with PuzzleLib's ``.get()``, so ``ary.get()`` works on the CPU backends as on CuPy."""
+    """A host array with PuzzleLib's ``.get()`` and ``.set(host)``, so they work on the CPU backends as on CuPy."""
 
     def get(self) -> np.ndarray:
         """A plain NumPy copy (what ``cupy.ndarray.get`` returns for a device array)."""
         return np.array(self)
+
+    def set(self, host: Any) -> None:
+        """Copy ``host`` (an array of this shape) into this array in place."""
+        host = np.asarray(host)
+        if host.shape != self.shape:
+            raise ValueError(f"set: array of shape {host.shape} into an array of shape {self.shape}; "
+                             "expected the same shape")
+        np.copyto(self, host, casting="same_kind")
+
+
+class _GPUArrayType(type):
+    """``isinstance(x, GPUArray)`` asks the current backend; ``GPUArray(shape, dtype)`` allocates there."""
+
+    def __instancecheck__(cls, obj: Any) -> bool:
+        return current().owns(obj)
+
+    def __call__(cls, shape: Any, dtype: Any = np.float32) -> Any:
+        return empty(shape, dtype)
+
+
+class GPUArray(metaclass=_GPUArrayType):
+    """PuzzleLib's array class: the current backend's array type (with ``get``/``set``); calling it,
+    ``GPUArray(shape, dtype)``, returns an uninitialised array there."""
 
 
 def _backend() -> Backend:
     return current()
 
 
-def _with_get(array: Any) -> Any:
+def withGet(array: Any) -> Any:
+    """``array`` as a :class:`HostArray` view when it is a plain NumPy array (CuPy arrays already have get/set)."""
     return array.view(HostArray) if type(array) is np.ndarray else array
 
 
 def to_gpu(array: Any, dtype: Any = None) -> Any:
     """Copy ``array`` (host or another backend's) into the current backend's memory."""
-    return _with_get(_backend().to_device(np.array(array, copy=True) if isinstance(array, np.ndarray) else array,
-                                          dtype=dtype))
+    return withGet(_backend().to_device(np.array(array, copy=True) if isinstance(array, np.ndarray) else array,
+                                        dtype=dtype))
 
 
 def get(array: Any) -> np.ndarray:
@@ -44,22 +70,18 @@ def get(array: Any) -> np.ndarray:
 
 
 def zeros(shape: Any, dtype: Any = np.float32) -> Any:
-    return _with_get(_backend().zeros(shape, dtype))
+    return withGet(_backend().zeros(shape, dtype))
 
 
 def empty(shape: Any, dtype: Any = np.float32) -> Any:
-    return _with_get(_backend().empty(shape, dtype))
+    return withGet(_backend().empty(shape, dtype))
 
 
 def full(shape: Any, value: float, dtype: Any = np.float32) -> Any:
-    return _with_get(_backend().full(shape, value, dtype))
+    return withGet(_backend().full(shape, value, dtype))
 
 
-def dtypesSupported() -> tuple[np.dtype, ...]:
-    """Parameter dtypes the current backend's kernels accept."""
-    return _backend().dtypesSupported
-
-
-def GPUArray(shape: Any, dtype: Any = np.float32) -> Any:
-    """An uninitialised array on the current backend (PuzzleLib's ``GPUArray(shape, dtype)``)."""
-    return empty(shape, dtype)
+def dtypesSupported() -> list[tuple[np.dtype, float]]:
+    """PuzzleLib's list of ``(dtype, atol)`` pairs: each parameter dtype the current backend's kernels accept,
+    with the absolute tolerance a test of that dtype uses (float16 1e-2, float32 1e-5, float64 1e-8)."""
+    return [(dtype, ATOL[dtype]) for dtype in _backend().dtypesSupported]

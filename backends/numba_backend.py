@@ -106,14 +106,15 @@ class NumbaBackend(Backend):
         if half:
             np.copyto(w, wc, casting="unsafe")
 
-    def sgd_update(self, w: np.ndarray, g: np.ndarray, layout: Layout, segParams: np.ndarray,
-                   hyper: np.ndarray) -> None:
+    def sgd_update(self, w: np.ndarray, g: np.ndarray, mom: Optional[np.ndarray], layout: Layout,
+                   segParams: np.ndarray, hyper: np.ndarray) -> None:
         if layout.hostBlocks.shape[0] == 0:
             return
         half = w.dtype == np.float16
         wc = self._f32("w", w) if half else w
         gc = self._f32("g", g) if g.dtype == np.float16 else g
-        self._kernel("sgd", layout)(wc, gc, layout.blocks, segParams, hyper.astype(wc.dtype))
+        self._kernel("sgd", layout)(wc, gc, wc[:0] if mom is None else mom, layout.blocks, segParams,
+                                    hyper.astype(wc.dtype), mom is not None)
         if half:
             np.copyto(w, wc, casting="unsafe")
 

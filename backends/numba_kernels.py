@@ -129,7 +129,7 @@ def rmsprop_serial(w, g, ms, mg, mom, blocks, seg, hyper, centered, momentum):
 
 
 @njit(**_INLINE)
-def _sgd_block(b, w, g, blocks, seg, hyper):
+def _sgd_block(b, w, g, mom, blocks, seg, hyper, momentum):
     w0 = blocks[b, 0]
     n = blocks[b, 1] - w0
     s = blocks[b, 2]
@@ -138,22 +138,32 @@ def _sgd_block(b, w, g, blocks, seg, hyper):
     wScale = seg[s, 2]
     ww = w[w0:w0 + n]
     gg = g[g0:g0 + n]
-    for i in range(n):
-        ww[i] = ww[i] * wScale - step * gg[i]
+    if momentum:
+        mu, nesterov = hyper[_MU], hyper[_NEST]
+        one = hyper.dtype.type(1)
+        vv = mom[w0:w0 + n]
+        for i in range(n):
+            u = step * gg[i]
+            v = mu * vv[i] + u
+            vv[i] = v
+            ww[i] = ww[i] * wScale - ((nesterov * mu + (one - nesterov)) * v + nesterov * u)
+    else:
+        for i in range(n):
+            ww[i] = ww[i] * wScale - step * gg[i]
 
 
 @njit(**_PARALLEL)
-def sgd(w, g, blocks, seg, hyper):
-    """``w = w * wScale - lr * gradScale * g`` per block."""
+def sgd(w, g, mom, blocks, seg, hyper, momentum):
+    """``w = w * wScale - lr * gradScale * g`` per block, or its momentum form (see ``Backend.sgd_update``)."""
     for b in prange(blocks.shape[0]):
-        _sgd_block(b, w, g, blocks, seg, hyper)
+        _sgd_block(b, w, g, mom, blocks, seg, hyper, momentum)
 
 
 @njit(**_SERIAL)
-def sgd_serial(w, g, blocks, seg, hyper):
+def sgd_serial(w, g, mom, blocks, seg, hyper, momentum):
     """:func:`sgd` on the calling thread alone."""
     for b in range(blocks.shape[0]):
-        _sgd_block(b, w, g, blocks, seg, hyper)
+        _sgd_block(b, w, g, mom, blocks, seg, hyper, momentum)
 
 
 @njit(**_INLINE)

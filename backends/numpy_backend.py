@@ -168,12 +168,12 @@ class NumpyBackend(Backend):
                                   keys: np.ndarray) -> None:
         rmsprop_compressed(w, g, ms, msScale, mg, mom, layout.hostBlocks, segParams, hyper, scaleStarts, keys)
 
-    def sgd_update(self, w: np.ndarray, g: np.ndarray, layout: Layout, segParams: np.ndarray,
-                   hyper: np.ndarray) -> None:
-        ct = segParams.dtype.type  # the compute dtype: float32 for float16 parameters
+    def sgd_update(self, w: np.ndarray, g: np.ndarray, mom: Optional[np.ndarray], layout: Layout,
+                   segParams: np.ndarray, hyper: np.ndarray) -> None:
+        ct = segParams.dtype.type  # the compute dtype: float32 for float16 parameters (and the momentum's)
         mixed = w.dtype != segParams.dtype
-        gradScale = hyper[H["gradScale"]]
-        wBuf, gBuf = self._buffers(segParams.dtype)[:2]
+        gradScale, mu, nesterov = hyper[H["gradScale"]], ct(hyper[H["mu"]]), hyper[H["nesterov"]] != 0
+        wBuf, gBuf, vBuf = self._buffers(segParams.dtype)[:3]
         for s, wSel, gSel in _pieces(layout, segParams):
             lr, _, wScale, segGradScale = segParams[s]
             if mixed:  # float16 weights: computed in a float32 copy, rounded once when written back
@@ -182,7 +182,21 @@ class NumpyBackend(Backend):
             else:
                 ww = w[wSel]  # a view of a slice; a copy of gathered elements, written back below
             ww *= ct(wScale)
-            ww -= np.multiply(g[gSel], ct(lr * gradScale * segGradScale), out=gBuf[:ww.size])
+            step = np.multiply(g[gSel], ct(lr * gradScale * segGradScale), out=gBuf[:ww.size])
+            if mom is None:
+                ww -= step
+            else:
+                vv = mom[wSel]  # mom = mu * mom + step; w -= mom, or w -= mu * mom + step (nesterov)
+                vv *= mu
+                vv += step
+                if nesterov:
+                    ahead = np.multiply(vv, mu, out=vBuf[:ww.size])
+                    ahead += step
+                    ww -= ahead
+                else:
+                    ww -= vv
+                if not isinstance(wSel, slice):
+                    mom[wSel] = vv
             if mixed or not isinstance(wSel, slice):
                 w[wSel] = ww
 

@@ -33,7 +33,8 @@ RMSProp, per element of segment ``s``, with ``lr, wd, wScale, segGradScale = seg
 lines as ``mom = mu * mom + c1 * u; w -= c2 * mom + c3 * u`` with constants that ``hyper`` carries, from
 :func:`~puzzle_rms.backends.backend.momentum_constants`.)
 
-SGD, per element of segment ``s``; and the sum of squares per segment, in float64::
+SGD, per element of segment ``s`` (momentum as in :func:`sgd_update`); and the sum of squares per
+segment, in float64::
 
     w = wScale * w - lr * hyper.gradScale * segGradScale * g
     sumsq[s] = sum(g**2)
@@ -121,12 +122,26 @@ def rmsprop_update(w: np.ndarray, g: np.ndarray, ms: np.ndarray, mg: Optional[np
         w[wi] = W
 
 
-def sgd_update(w: np.ndarray, g: np.ndarray, layout: Layout, segParams: np.ndarray, hyper: np.ndarray) -> None:
-    """One SGD step over ``layout``, in place: ``w = wScale * w - lr * gradScale * segGradScale * g``."""
-    gradScale = float(hyper[HYPER_INDEX["gradScale"]])
+def sgd_update(w: np.ndarray, g: np.ndarray, mom: Optional[np.ndarray], layout: Layout, segParams: np.ndarray,
+               hyper: np.ndarray) -> None:
+    """One SGD step over ``layout``, in place, with ``u = lr * gradScale * segGradScale * g``::
+
+        w   = wScale * w - u                          # no momentum (mom is None)
+        mom = mu * mom + u;  w = wScale * w - mom     # momentum (PuzzleLib's MomentumSGD)
+        mom = mu * mom + u;  w = wScale * w - (mu * mom + u)   # nesterov (PuzzleLib's NesterovSGD)
+    """
+    gradScale, mu = float(hyper[HYPER_INDEX["gradScale"]]), float(hyper[HYPER_INDEX["mu"]])
+    nesterov = hyper[HYPER_INDEX["nesterov"]] != 0
     for s, wi, gi in _segments(layout):
         lr, _, wScale, segGradScale = (float(x) for x in segParams[s])
-        w[wi] = wScale * w[wi].astype(np.float64) - lr * gradScale * segGradScale * g[gi].astype(np.float64)
+        u = lr * gradScale * segGradScale * g[gi].astype(np.float64)
+        w64 = wScale * w[wi].astype(np.float64)
+        if mom is None:
+            w[wi] = w64 - u
+            continue
+        m = mu * mom[wi].astype(np.float64) + u
+        mom[wi] = m
+        w[wi] = w64 - (mu * m + u if nesterov else m)
 
 
 def segment_sumsq(g: np.ndarray, layout: Layout) -> np.ndarray:

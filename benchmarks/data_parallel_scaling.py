@@ -93,7 +93,7 @@ def worker(args: argparse.Namespace) -> None:
     skip = args.warmup
     median = lambda values: float(np.median(np.asarray(values[skip:]))) * 1e3  # noqa: E731 (ms)
     updateOnly = [u - w - r for u, w, r in zip(update, node.wait, node.reduce)]  # one bucket: one call per step
-    result = {"size": args.size, "params": int(sum(v.size for v in net.getVarTable().values())),
+    result = {"size": args.size, "params": int(sum(v.size for v in net.namedVariables().values())),
               "ranks": node.size, "threads": args.threads, "backend": backend.name, "batch": args.batch,
               "step": median(steps), "compute": median(compute), "wait": median(node.wait),
               "allreduce": median(node.reduce), "update": median(updateOnly)}

@@ -113,7 +113,7 @@ def train(backend: Optional[str] = None, epochs: int = 30, seed: int = 0, learnR
     testX, testY = gpuarray.to_gpu(x[TRAIN:]), gpuarray.to_gpu(y[TRAIN:])
     if verbose:
         print(f"backend {chosen.name}: {TRAIN} training and {SAMPLES - TRAIN} test points, "
-              f"{sum(v.size for v in net.getVarTable().values())} parameters"
+              f"{sum(v.size for v in net.namedVariables().values())} parameters"
               + (f"; {ranks} ranks, {BATCH // ranks} rows of every minibatch of {BATCH} each" if ranks > 1 else ""))
     history: dict[str, list[float]] = {"trainLoss": [], "testLoss": []}
     for epoch in range(1, epochs + 1):

@@ -48,6 +48,11 @@ __all__ = ["CheckpointError", "CheckpointMismatchError", "CheckpointableOptimize
 FORMAT = "puzzle_rms.checkpoint"
 VERSION = 1
 META_KEY = "__meta__"
+# Hyperparameters added to the optimizers after format version 1 was first written, with the value every
+# optimizer had before they existed: a file without one of them compares as having that value.
+_ADDED_HYPERPARAMETERS = {"sparseDuplicates": "sum", "clipValueFirst": False, "gradientAccumulationSteps": 1,
+                          "emaMomentum": None, "emaOverwriteFrequency": None, "emaStart": "first-update",
+                          "stateDtype": "float32", "stateSeed": 0}
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 HYPERPARAMETER_MODES = ("check", "keep")
 
@@ -195,8 +200,8 @@ def _check_path(owner: str, path: Any) -> str:
 
 def _module_table(owner: str, module: Any) -> dict[str, Variable]:
     """name -> Variable of a Module or a dict of Variables."""
-    if hasattr(module, "getVarTable"):
-        table = module.getVarTable()
+    if hasattr(module, "namedVariables"):
+        table = module.namedVariables()
     elif isinstance(module, dict):
         table = module
     else:
@@ -391,28 +396,26 @@ def _compare_entries(expected: dict[EntryKey, Any], saved: dict[EntryKey, dict],
     return lines
 
 
-def _saved_hyperparameters(meta: dict[str, Any], optimizer: Any) -> dict[str, Any]:
+def _saved_hyperparameters(meta: dict[str, Any]) -> dict[str, Any]:
     """The saved hyperparameters in today's shape.
 
     Version-1 files written before parameter groups lost their never-used ``extra`` field have
     ``"extra": {}`` in every group; it is dropped here. A non-empty ``extra`` is kept, so it shows as a mismatch.
-    A hyperparameter the optimizer added later is read, when absent, as the value its class declares in
-    ``HYPERPARAMETER_DEFAULTS`` (what files written before it meant).
+    Groups written before they had a ``learnRateScale`` had the scale 1.
     """
     saved = dict(meta["optimizer"]["hyperparameters"])
-    if saved.get("class") == optimizer.hyperparameters().get("class"):
-        for name, value in getattr(optimizer, "HYPERPARAMETER_DEFAULTS", {}).items():
-            saved.setdefault(name, value)
     if isinstance(saved.get("groups"), list):
-        saved["groups"] = [{key: value for key, value in group.items() if not (key == "extra" and value == {})}
+        saved["groups"] = [{"learnRateScale": 1.0, **{key: value for key, value in group.items()
+                                                      if not (key == "extra" and value == {})}}
                            if isinstance(group, dict) else group for group in saved["groups"]]
     return saved
 
 
 def _compare_hyperparameters(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """One line per hyperparameter that differs; one the file predates counts as its old value."""
     lines = []
     for name in sorted(set(saved) | set(current)):
-        old, new = saved.get(name, "<absent>"), current.get(name, "<absent>")
+        old, new = saved.get(name, _ADDED_HYPERPARAMETERS.get(name, "<absent>")), current.get(name, "<absent>")
         if json.dumps(old, sort_keys=True) != json.dumps(new, sort_keys=True):
             lines.append(f"hyperparameter {name}: {json.dumps(old)} in the checkpoint, {json.dumps(new)} in the "
                          f"optimizer")
@@ -441,8 +444,7 @@ def _load(owner: str, path: str, module: Any, optimizer: Any, hyperparameters: s
             mismatches += _compare_entries({k: v for k, v in expected.items() if k[0] == "optimizer"},
                                            {k: e for k, e in saved.items() if k[0] == "optimizer"}, "optimizer")
             if hyperparameters == "check":
-                mismatches += _compare_hyperparameters(_saved_hyperparameters(meta, optimizer),
-                                                       optimizer.hyperparameters())
+                mismatches += _compare_hyperparameters(_saved_hyperparameters(meta), optimizer.hyperparameters())
         if mismatches:
             raise CheckpointMismatchError(path, mismatches)
         values = {}

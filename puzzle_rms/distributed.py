@@ -249,6 +249,7 @@ class NodeInfo:
         self._nccl = nccl
         self._host = _MpiHost(MPI, comm, self.timeout, self._expire)
         self._device: Any = None
+        self._backendsAgree = False
         if abortOnError and self.size > 1:
             _install_abort_hook(comm)
 
@@ -272,6 +273,7 @@ class NodeInfo:
         """
         flat = self._flat("broadcast", flatArray, floating=False)
         if self.size > 1:
+            self._checkBackends()
             self._transport(flat).broadcast(flat, what)
 
     def allreduceMean(self, flatArray: Any, what: str = "NodeInfo.allreduceMean") -> None:
@@ -283,6 +285,7 @@ class NodeInfo:
         """
         flat = self._flat("allreduceMean", flatArray, floating=True)
         if self.size > 1:
+            self._checkBackends()
             self._transport(flat).allreduceMean(flat, what)
 
     def meanValue(self, value: float, what: str = "NodeInfo.meanValue") -> float:
@@ -328,6 +331,24 @@ class NodeInfo:
         return backends.current().use_local_device(self.localRank)
 
     # --- internals ------------------------------------------------------------------------------
+    def _checkBackends(self) -> None:
+        """Before the first buffer collective: every rank must use rank 0's backend, or all ranks raise.
+
+        A rank whose CuPy probe failed (``auto`` then picks numba) would otherwise send host buffers over
+        MPI while the others use NCCL: a hang, or different numbers on different ranks.
+        """
+        if self._backendsAgree:
+            return
+        names = [name.decode() for name in self._host.allgatherBytes(backends.current().name.encode(),
+                                                                     "NodeInfo: backend check")]
+        if any(name != names[0] for name in names):
+            ranks = ", ".join(f"rank {rank}: {name}" for rank, name in enumerate(names))
+            raise RuntimeError(
+                f"NodeInfo: the ranks use different array backends ({ranks}); every rank must use rank 0's "
+                f"{names[0]!r}. Set {backends.ENV_VAR}={names[0]} on every rank, or see why a rank cannot use it "
+                f"with puzzle_rms.backends.unavailable_reason({names[0]!r}) on that rank")
+        self._backendsAgree = True
+
     def _flat(self, method: str, array: Any, floating: bool) -> Any:
         dtype = getattr(array, "dtype", None)
         flags = getattr(array, "flags", None)

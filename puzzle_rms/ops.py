@@ -8,10 +8,14 @@ MindSpore's (and TF's raw ops') formulas: eps inside the root, lr inside the mom
     mom = momentum * mom + lr * g / sqrt(ms [- mg**2] + epsilon)
     var = var - mom
 
-The centered variance ``ms - mg**2`` is clamped at 0 before the root (MindSpore returns NaN when it
-rounds negative). ``sparseApplyRMSProp`` and ``sparseApplyCenteredRMSProp`` take ``grad`` as rows of
-``var`` listed in ``indices`` and update only those rows and their state (repeated indices are summed
-first); rows not listed keep their values and state.
+Eps is inside the root as MindSpore documents it (its 2.x CPU ``ApplyRMSProp`` kernel puts it outside the
+root in its vectorised loop and inside only for the tail elements, against its documentation). The
+centered variance ``ms - mg**2`` is clamped at 0 before the root; where it is negative MindSpore's
+documented formula takes ``sqrt(ms - mg**2 + eps)`` (NaN below ``-eps``), and its CPU kernel leaves that
+element's ``var`` and ``mom`` unchanged below ``-eps``. ``sparseApplyRMSProp`` and
+``sparseApplyCenteredRMSProp`` take ``grad`` as rows of ``var`` listed in ``indices`` and update only those
+rows and their state (repeated indices summed first, or applied once per occurrence with
+``duplicates="apply"``); rows not listed keep their values and state.
 
 Arguments are checked as MindSpore documents: TypeError for an array that is not an array of the
 current backend, for a dtype differing from ``var``'s, for ``decay``/``momentum``/``epsilon`` that are
@@ -29,10 +33,14 @@ import numpy as np
 
 from puzzle_rms import backends
 from puzzle_rms.backends.backend import Backend, Layout, hyper_vector, state_dtype
-from puzzle_rms.sparse import check_indices, coalesce_rows, rows_layout
-from puzzle_rms.validation import check_range, check_real
+from puzzle_rms.sparse import check_indices, coalesce_rows, occurrence_rounds, rows_layout
+from puzzle_rms.validation import check_choice, check_range, check_real
 
-__all__ = ["applyCenteredRMSProp", "applyRMSProp", "sparseApplyCenteredRMSProp", "sparseApplyRMSProp"]
+DUPLICATES = ("sum", "apply")
+ZERO_GRAD = ("keep", "decay")
+
+__all__ = ["DUPLICATES", "ZERO_GRAD", "applyCenteredRMSProp", "applyRMSProp", "sparseApplyCenteredRMSProp",
+           "sparseApplyRMSProp"]
 
 
 def applyRMSProp(var: Any, meanSquare: Any, moment: Any, learningRate: Any, grad: Any, decay: float,
@@ -82,28 +90,40 @@ def applyCenteredRMSProp(var: Any, meanGrad: Any, meanSquare: Any, moment: Any, 
 
 
 def sparseApplyRMSProp(var: Any, meanSquare: Any, moment: Any, learningRate: Any, grad: Any, indices: Any,
-                       decay: float, momentum: float, epsilon: float) -> Any:
+                       decay: float, momentum: float, epsilon: float, duplicates: str = "sum",
+                       zeroGrad: str = "keep") -> Any:
     """:func:`applyRMSProp` on the rows ``var[indices]`` only (lazy: other rows and their state are untouched).
 
     ``grad`` has one row per index, shape ``(len(indices),) + var.shape[1:]``; ``indices`` is a 1-D integer
-    array of the current backend with values in ``[0, var.shape[0])``; rows of repeated indices are summed.
+    array of the current backend with values in ``[0, var.shape[0])``. ``duplicates`` says what repeated
+    indices do: "sum" (their rows are summed, then one step per row) or "apply" (one step per occurrence,
+    in the order given, as TF's ``SparseApplyRMSProp`` kernel and MindSpore's CPU kernel do).
+    ``zeroGrad`` says what an element of a listed row whose gradient is exactly 0 does to ``meanSquare``:
+    "keep" leaves it as it was (MindSpore's kernel), "decay" multiplies it by ``decay`` (TF's kernel);
+    ``moment`` and ``var`` take their step either way.
     """
     owner = "sparseApplyRMSProp"
     _check_arrays(owner, var, {"meanSquare": meanSquare, "moment": moment})
     _check_rows(owner, var, grad, indices)
     scalars = _check_scalars(owner, learningRate, decay, momentum, epsilon)
-    return _apply(var, grad, meanSquare, None, moment, indices, *scalars)
+    check_choice(owner, "duplicates", duplicates, DUPLICATES)
+    check_choice(owner, "zeroGrad", zeroGrad, ZERO_GRAD)
+    return _apply(var, grad, meanSquare, None, moment, indices, *scalars, duplicates=duplicates,
+                  keepMeanSquare=zeroGrad == "keep")
 
 
-def sparseApplyCenteredRMSProp(var: Any, meanGrad: Any, meanSquare: Any, moment: Any, grad: Any, indices: Any,
-                               learningRate: Any, decay: float, momentum: float, epsilon: float) -> Any:
-    """:func:`applyCenteredRMSProp` on the rows ``var[indices]`` only; ``grad`` and ``indices`` as in
-    :func:`sparseApplyRMSProp`."""
+def sparseApplyCenteredRMSProp(var: Any, meanGrad: Any, meanSquare: Any, moment: Any, learningRate: Any,
+                               decay: float, momentum: float, epsilon: float, grad: Any, indices: Any,
+                               duplicates: str = "sum") -> Any:
+    """:func:`applyCenteredRMSProp` on the rows ``var[indices]`` only, in MindSpore's argument order
+    (``SparseApplyCenteredRMSProp``: the scalars before ``grad`` and ``indices``); ``grad``, ``indices`` and
+    ``duplicates`` as in :func:`sparseApplyRMSProp`."""
     owner = "sparseApplyCenteredRMSProp"
     _check_arrays(owner, var, {"meanGrad": meanGrad, "meanSquare": meanSquare, "moment": moment})
     _check_rows(owner, var, grad, indices)
     scalars = _check_scalars(owner, learningRate, decay, momentum, epsilon)
-    return _apply(var, grad, meanSquare, meanGrad, moment, indices, *scalars)
+    check_choice(owner, "duplicates", duplicates, DUPLICATES)
+    return _apply(var, grad, meanSquare, meanGrad, moment, indices, *scalars, duplicates=duplicates)
 
 
 # --- checks ---------------------------------------------------------------------------------------
@@ -175,29 +195,45 @@ def _check_scalars(owner: str, learningRate: Any, decay: Any, momentum: Any,
 
 # --- the kernel call ------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=64)
-def _dense_layout(backend: Backend, size: int) -> Layout:
+def _dense_layout(backend: Backend, device: Optional[int], size: int) -> Layout:
+    """The one-segment layout of ``size`` elements, made on ``device`` (the backend's current one)."""
     return backend.make_layout([size])
 
 
 def _apply(var: Any, grad: Any, ms: Any, mg: Optional[Any], mom: Any, indices: Optional[Any], lr: float,
-           decay: float, momentum: float, epsilon: float) -> Any:
-    """One fused kernel call: over all of ``var``, or over the rows in ``indices`` with ``grad`` as compact rows."""
+           decay: float, momentum: float, epsilon: float, duplicates: str = "sum", keepMeanSquare: bool = False) -> Any:
+    """One fused kernel call: over all of ``var``, or over the rows in ``indices`` with ``grad`` as compact rows
+    (with ``duplicates="apply"``: one call per round of occurrences, see :func:`occurrence_rounds`).
+    ``keepMeanSquare`` restores ``ms`` where a listed row's gradient element is exactly 0."""
     backend = backends.current()
     if indices is None:
-        layout, g = _dense_layout(backend, int(var.size)), grad.reshape(-1)
-    else:
+        calls = [(_dense_layout(backend, backend.current_device(), int(var.size)), None, grad.reshape(-1))]
+    elif duplicates == "sum":
         unique, rows = coalesce_rows(indices, grad)
-        layout = rows_layout(backend, [(0, backend.to_host(unique), rows.shape[1])])
-        g = rows.reshape(-1)
+        hostRows = backend.to_host(unique)
+        calls = [(rows_layout(backend, [(0, hostRows, rows.shape[1])]), hostRows, rows.reshape(-1))]
+    else:
+        hostIndices = backend.to_host(indices)
+        rows = grad.reshape(hostIndices.shape[0], -1)
+        calls = [(rows_layout(backend, [(0, hostIndices[positions], rows.shape[1])]), hostIndices[positions],
+                  rows[backend.xp.asarray(positions)].reshape(-1)) for positions in occurrence_rounds(hostIndices)]
     stateDtype = state_dtype(var.dtype)
-    segParams = backend.seg_params(np.tile([[lr, 0.0, 1.0, 1.0]], (layout.numSegments, 1)), stateDtype)
     hyper = hyper_vector(rho=decay, oneMinusRho=1.0 - decay, epsIn=epsilon, epsOut=0.0, mu=momentum,
                          lrInMomentum=1.0)
     states = [s for s in (ms, mg, mom) if s is not None]
     # float16 state is computed in float32 copies (the kernels keep their state in float32 for float16)
     work = [s.reshape(-1) if s.dtype == stateDtype else s.reshape(-1).astype(stateDtype) for s in states]
     msW, mgW, momW = work[0], (work[1] if mg is not None else None), work[-1]
-    backend.rmsprop_update(var.reshape(-1), g, msW, mgW, momW, layout, segParams, hyper)
+    rowSize = int(np.prod(var.shape[1:], dtype=np.int64))
+    for layout, hostRows, g in calls:
+        segParams = backend.seg_params(np.tile([[lr, 0.0, 1.0, 1.0]], (layout.numSegments, 1)), stateDtype)
+        if keepMeanSquare and hostRows is not None:
+            xp = backend.xp
+            elements = (xp.asarray(hostRows)[:, None] * rowSize + xp.arange(rowSize)).reshape(-1)[g == 0]
+            kept = msW[elements].copy()
+        backend.rmsprop_update(var.reshape(-1), g, msW, mgW, momW, layout, segParams, hyper)
+        if keepMeanSquare and hostRows is not None:
+            msW[elements] = kept
     for state, copy in zip(states, work):
         if state.dtype != stateDtype:
             backend.copy_cast(state.reshape(-1), copy)

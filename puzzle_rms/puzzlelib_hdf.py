@@ -12,7 +12,7 @@ The layout, as PuzzleLib 1.0.2 writes it (``Module.save``, ``Container.save``, `
 Model file
     ``/params/<i>``: one float dataset per distinct parameter, ``i = 0, 1, ...`` (gzip).
     ``/links/<root>.<name>``: a scalar integer, the ``i`` of that parameter. ``<name>`` is the dotted
-    ``getVarTable`` name (``0.W``, ``par.left.b``) and ``<root>`` the root module's name, empty when it
+    ``namedVariables`` name (``0.W``, ``par.left.b``) and ``<root>`` the root module's name, empty when it
     has none (so ``.0.W``). A parameter shared under two names is stored once and linked twice.
     ``/attrs.<root>``: a group containers write (empty for the modules here).
 Optimizer file

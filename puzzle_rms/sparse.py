@@ -58,6 +58,24 @@ def coalesce_rows(indices: Any, rows: Any) -> tuple[Any, Any]:
     return unique, summed
 
 
+def occurrence_rounds(indices: np.ndarray) -> list[np.ndarray]:
+    """Positions in ``indices`` grouped into rounds: round ``k`` holds the ``k``-th occurrence of each index.
+
+    No index repeats within a round, and the occurrences of one index come in their order in ``indices``,
+    so applying the rounds one after another applies every occurrence in order, one fused call per round
+    (as many rounds as the most repeated index has occurrences). Host NumPy in and out.
+    """
+    indices = np.asarray(indices)
+    if indices.size == 0:
+        return []
+    order = np.argsort(indices, kind="stable")
+    ordered = indices[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    occurrence = np.empty(indices.size, np.int64)
+    occurrence[order] = np.arange(indices.size) - np.repeat(starts, np.diff(np.r_[starts, indices.size]))
+    return [np.flatnonzero(occurrence == k) for k in range(int(occurrence.max()) + 1)]
+
+
 def rows_layout(backend: Backend, parts: Sequence[tuple[int, np.ndarray, int]]) -> Layout:
     """A kernel layout with one segment per listed row.
 
@@ -118,6 +136,29 @@ class RowSparseGrad:
             unique, summed = coalesce_rows(indices, rows)
             self._indices, self._rows = [unique], [summed]
         return self._indices[0], self._rows[0]
+
+    def clip(self, limit: float) -> None:
+        """Clip every pending row occurrence to ``[-limit, limit]`` in place (before any summing)."""
+        xp = backends.current().xp
+        for rows in self._rows:
+            xp.clip(rows, -limit, limit, out=rows)
+
+    def sumsq(self) -> float:
+        """The sum of squares of every pending row occurrence (repeated rows not summed first)."""
+        xp = backends.current().xp
+        return float(sum(float(xp.sum(xp.square(rows, dtype=np.float64))) for rows in self._rows))
+
+    def squares(self) -> tuple[Any, Any, Any]:
+        """``(unique sorted indices, summed squares of the occurrences, summed occurrences)``, rows
+        ``(n, rowSize)``; the pending pairs are left as they are."""
+        xp = backends.current().xp
+        if not self._indices:
+            empty = xp.zeros((0, self.rowSize), self.dtype)
+            return xp.zeros(0, np.int64), empty, empty
+        indices = xp.concatenate(self._indices)
+        rows = xp.concatenate(self._rows)
+        unique, squared = coalesce_rows(indices, rows * rows)
+        return unique, squared, coalesce_rows(indices, rows)[1]
 
     def scatterInto(self, dense: Any) -> None:
         """Add the pending rows into the dense array ``dense`` (of the parameter's shape) in place."""

@@ -6,7 +6,8 @@ from typing import Any, Optional
 import numpy as np
 
 from puzzle_rms import backends
-from puzzle_rms.validation import check_optional_str, check_range
+from puzzle_rms.backends.gpuarray import withGet
+from puzzle_rms.validation import check_bool, check_optional_str, check_range
 
 
 _learnRateVersion = 0  # bumped by every Variable.learnRate assignment
@@ -24,13 +25,22 @@ class Variable:
     ----------
     data : array
         The values (host arrays are copied to the current backend).
-    grad : array, optional
-        The gradient dL/d(data); zeros of the same shape and dtype by default.
     name : str, optional
         Used in error messages and checkpoints; modules name their variables.
+    withgrad : bool
+        Whether to allocate a gradient (zeros of the data's shape and dtype) when ``grad`` is not given;
+        False leaves ``grad`` None (a constant that no optimizer can take).
+    grad : array, optional
+        The gradient dL/d(data), bound as given (checked against the data's shape and dtype).
     learnRate : float
         Per-variable multiplier of the optimizer's learning rate (PuzzleLib's
         ``Variable.learnRate``); honoured in local and global state.
+
+    Attributes
+    ----------
+    wc : float
+        PuzzleLib's weight-decay coefficient (0 by default), read by
+        :class:`~puzzle_rms.optimizers.WeightDecay`.
 
     Notes
     -----
@@ -40,17 +50,20 @@ class Variable:
     of this Variable keeps seeing the optimizer's memory.
     """
 
-    def __init__(self, data: Any, grad: Optional[Any] = None, name: Optional[str] = None,
+    def __init__(self, data: Any, name: Optional[str] = None, withgrad: bool = True, grad: Optional[Any] = None,
                  learnRate: float = 1.0) -> None:
         backend = backends.current()
         self.name = check_optional_str("Variable", "name", name)
         self.learnRate = learnRate
+        self.wc = 0.0  # PuzzleLib's weight-decay coefficient, read by the WeightDecay hook
         self._pinned = False
-        self._data = data if backend.owns(data) else backend.to_device(data)
+        self._data = withGet(data if backend.owns(data) else backend.to_device(data))
         if self._data.dtype not in backend.dtypesSupported:
             raise TypeError(f"Variable {name!r}: dtype {self._data.dtype} is not supported; expected one of "
                             f"{[str(d) for d in backend.dtypesSupported]}")
-        self._grad = backend.zeros(self._data.shape, self._data.dtype)
+        self._grad = None
+        if grad is not None or check_bool("Variable", "withgrad", withgrad):
+            self._grad = withGet(backend.zeros(self._data.shape, self._data.dtype))
         if grad is not None:
             self.grad = grad  # checked against the zeros' shape and dtype, then bound
 
@@ -94,17 +107,17 @@ class Variable:
             if value is not old:
                 old[...] = value
             return old
-        return value
+        return withGet(value)
 
     def pin(self, data: Any, grad: Any) -> None:
         """Rebind to views of an optimizer's flat buffers (copying the current values) and keep them."""
         data[...] = self._data
         grad[...] = self._grad
-        self._data, self._grad, self._pinned = data, grad, True
+        self._data, self._grad, self._pinned = withGet(data), withGet(grad), True
 
     def unpin(self) -> None:
         """Own private copies again (when an optimizer releases its flat buffers)."""
-        self._data, self._grad, self._pinned = self._data.copy(), self._grad.copy(), False
+        self._data, self._grad, self._pinned = self._data.copy(), self._grad.copy(), False  # copies keep get/set
 
     @property
     def shape(self) -> tuple:

@@ -49,7 +49,7 @@ def checkModule(module: Any, inputs: Any, seed: int = 0, rtol: float = 1e-6, ato
     def loss() -> float:
         return sum(float((y * g).sum()) for y, g in zip(_asList(module(inputs)), outGrads))
 
-    table = module.getVarTable()
+    table = module.namedVariables()
     for var in table.values():
         var.grad[...] = 0
     module(inputs)

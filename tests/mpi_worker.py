@@ -33,14 +33,14 @@ def build_model(inputs: dict, rank: int) -> Sequential:
     backend = backends.current()
     model = Sequential()
     model.extend([Linear(4, 3), Activation(tanh), Linear(3, 2)])
-    for name, var in model.getVarTable().items():
+    for name, var in model.namedVariables().items():
         var.data = backend.to_device(inputs[f"init{rank}/{name}"])
     return model
 
 
 def flat_params(model: Sequential) -> np.ndarray:
     backend = backends.current()
-    return np.concatenate([backend.to_host(var.data).ravel() for var in model.getVarTable().values()])
+    return np.concatenate([backend.to_host(var.data).ravel() for var in model.namedVariables().values()])
 
 
 def train(inputs: dict, node: Optional[NodeInfo], poison: float = 0.0, resumeFrom: Optional[str] = None,
@@ -74,7 +74,7 @@ def train(inputs: dict, node: Optional[NodeInfo], poison: float = 0.0, resumeFro
         _, grad = cost(model(x), t)
         model.backward(grad * optimizer.lossScaleValue)
         if poison and rank == 1 and step == BAD_STEP:
-            model.getVarTable()["2.W"].grad[0, 0] = poison
+            model.namedVariables()["2.W"].grad[0, 0] = poison
         scales.append(optimizer.lossScaleValue)
         results.append(optimizer.update())
         history.append(flat_params(model))
@@ -92,7 +92,7 @@ def raise_on_any_rank(inputs: dict, node: NodeInfo) -> dict:
     _, grad = MSE()(model(shardBatch(inputs["x"][0], node)), shardBatch(inputs["t"][0], node))
     model.backward(grad)
     if node.rank == 1:
-        model.getVarTable()["0.b"].grad[1] = np.nan
+        model.namedVariables()["0.b"].grad[1] = np.nan
     try:
         optimizer.update()
         raised = False
@@ -129,6 +129,22 @@ def collectives(inputs: dict, node: NodeInfo) -> dict:
             "errors": np.array(errors), "localState": np.array(localState)}
 
 
+def backend_mismatch(node: NodeInfo, backendName: str) -> dict:
+    """Rank 1 on another backend than rank 0: the first collective raises on every rank, naming both."""
+    other = "numpy" if backendName != "numpy" else "numba"
+    fresh = NodeInfo(comm=node.comm)
+    if node.rank == 1:
+        backends.use(other)
+    try:
+        fresh.broadcast(np.zeros(3))
+        message = ""
+    except RuntimeError as error:
+        message = str(error)
+    finally:
+        backends.use(backendName)
+    return {"message": np.array(message)}
+
+
 TRANSPORTS = {"auto": None, "host": False, "nccl": True}
 
 
@@ -147,6 +163,7 @@ def main(backendName: str, transport: str, inputsPath: str, outDir: str) -> None
         "dynamic": train(inputs, node, poison=np.inf, lossScale=DynamicLossScale(initialScale=1024.0)),
         "raise": raise_on_any_rank(inputs, node),
         "collectives": collectives(inputs, node),
+        "mismatch": backend_mismatch(node, backendName),
         "bfloat16": train(inputs, node, stateDtype="bfloat16"),
         "int8": train(inputs, node, stateDtype="int8"),
         "int8-resume": train(inputs, node, resumeFrom=f"{outDir}/checkpoint-int8.npz", stateDtype="int8"),

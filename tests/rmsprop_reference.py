@@ -73,7 +73,7 @@ def sgd_reference(weights: Sequence[np.ndarray], grads: Sequence[Sequence[np.nda
     w = _flat(weights)
     mult = np.ones(len(weights)) if multipliers is None else np.asarray(multipliers, dtype=np.float64)
     for stepGrads, lr in zip(grads, learnRates):
-        reference.sgd_update(w, _flat(stepGrads), layout, _segment_table(lr, mult), hyper_vector())
+        reference.sgd_update(w, _flat(stepGrads), None, layout, _segment_table(lr, mult), hyper_vector())
     return _split(w, weights)
 
 

@@ -85,6 +85,56 @@ def test_unavailable_backend_says_what_is_missing_and_how_to_install(restore_bac
     assert "cupy" not in backends.available()
 
 
+def _fake_cupy(monkeypatch, devices=1, nvrtcError=None):
+    """A stand-in ``cupy`` package that records the calls probe() makes and fails on anything that would
+    create a CUDA context (an allocation, a kernel)."""
+    import importlib.machinery
+    import types
+
+    calls = []
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("probe() created a CUDA context")
+
+    def version():
+        calls.append("nvrtc.getVersion")
+        if nvrtcError is not None:
+            raise nvrtcError
+        return (12, 9)
+
+    nvrtc = types.SimpleNamespace(getVersion=version)
+    runtime = types.SimpleNamespace(getDeviceCount=lambda: calls.append("getDeviceCount") or devices,
+                                    setDevice=forbidden, malloc=forbidden)
+    cuda = types.ModuleType("cupy.cuda")
+    cuda.runtime, cuda.nvrtc, cuda.Device = runtime, nvrtc, forbidden
+    cupy = types.ModuleType("cupy")
+    cupy.__spec__ = importlib.machinery.ModuleSpec("cupy", None)
+    cupy.cuda, cupy.zeros, cupy.empty, cupy.asarray = cuda, forbidden, forbidden, forbidden
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    monkeypatch.setitem(sys.modules, "cupy.cuda", cuda)
+    return calls
+
+
+def test_cupy_probe_counts_devices_and_loads_nvrtc_without_a_context(monkeypatch):
+    from puzzle_rms.backends import cupy_backend
+
+    calls = _fake_cupy(monkeypatch)
+    assert cupy_backend.probe() is None
+    assert calls == ["getDeviceCount", "nvrtc.getVersion"]
+
+
+def test_cupy_probe_says_exactly_what_is_missing(monkeypatch):
+    from puzzle_rms.backends import cupy_backend
+
+    _fake_cupy(monkeypatch, devices=0)
+    assert cupy_backend.probe() == "CuPy found no CUDA device"
+    _fake_cupy(monkeypatch, nvrtcError=RuntimeError("CuPy failed to load libnvrtc.so.12"))
+    reason = cupy_backend.probe()
+    assert reason.startswith("CuPy cannot load NVRTC, which compiles this backend's kernels (RuntimeError: CuPy "
+                             "failed to load libnvrtc.so.12)")
+    assert "pip install 'cupy-cuda12x[ctk]'" in reason and "nvidia-cuda-nvrtc-cu12" in reason
+
+
 # --- the environment variable, in fresh processes -----------------------------------------------
 @pytest.mark.parametrize("envValue, expected", [
     ("numpy", "numpy"), ("numba", "numba"), ("NumPy", "numpy"), ("auto", None), ("", None), (None, None),
@@ -153,6 +203,20 @@ def test_allocation(backend_name):
 
 
 def test_dtypes_supported(backend_name):
-    supported = gpuarray.dtypesSupported()
-    assert supported == backends.current().dtypesSupported
-    assert {np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16)} <= set(supported)
+    supported = gpuarray.dtypesSupported()  # PuzzleLib's (dtype, atol) pairs
+    assert [dtype for dtype, _ in supported] == list(backends.current().dtypesSupported)
+    assert {np.dtype(np.float32): 1e-5, np.dtype(np.float16): 1e-2}.items() <= dict(supported).items()
+
+
+def test_gpuarray_class_and_get_set_on_parameters(backend_name):
+    from puzzle_rms.modules import Linear
+
+    layer = Linear(3, 2)
+    assert isinstance(layer.W, gpuarray.GPUArray) and not isinstance([1.0], gpuarray.GPUArray)
+    layer.W.set(np.full((3, 2), 0.5, np.float32))
+    layer.vars["b"].grad.set(np.array([1.0, 2.0], np.float32))
+    np.testing.assert_array_equal(layer.W.get(), np.full((3, 2), 0.5))
+    np.testing.assert_array_equal(layer.vars["b"].grad.get(), [1.0, 2.0])
+    with pytest.raises(ValueError, match=r"set: array of shape \(2,\) into an array of shape \(3, 2\)"):
+        layer.W.set(np.zeros(2))
+    assert isinstance(gpuarray.GPUArray((2,), np.float32), gpuarray.GPUArray)

@@ -63,7 +63,7 @@ def build_optimizer(kind: str) -> RMSProp:
 
 def train(model: Sequential, optimizer: RMSProp, start: int, stop: int) -> None:
     """Updates number ``start`` to ``stop - 1``; the batch and any poisoning depend on the update number only."""
-    first = next(iter(model.getVarTable().values()))
+    first = next(iter(model.namedVariables().values()))
     for k in range(start, stop):
         optimizer.zeroGradParams()
         _, grad = MSE()(model(X[k % 4]), Y[k % 4])
@@ -76,7 +76,7 @@ def train(model: Sequential, optimizer: RMSProp, start: int, stop: int) -> None:
 def snapshot(model: Sequential, optimizer: RMSProp) -> dict[str, np.ndarray]:
     """Every parameter, every state buffer and the optimizer's counters, as host arrays."""
     out = {}
-    for name, var in model.getVarTable().items():
+    for name, var in model.namedVariables().items():
         out[f"param:{name}"] = host(var.data)
         for buffer, view in optimizer.stateOf(name).items():
             out[f"state:{name}:{buffer}"] = host(view)
@@ -428,7 +428,7 @@ def test_hyperparameters_are_only_the_declared_ones():
     assert RMSProp(0.1, factor=0.8, momentum=0.5, lossScale=DynamicLossScale(initialScale=4.0),
                    nonFinite="skip").hyperparameters() == described  # the failure policy is not a hyperparameter
     assert set(SGD(0.1).hyperparameters()) == {"class", "groups", "learnRate", "lossScale", "clipNorm",
-                                                "globalClipNorm", "sparseUpdate"}
+                                                "globalClipNorm", "sparseUpdate", "sparseDuplicates"}
 
 
 def _no_decay(name: str) -> bool:
@@ -441,7 +441,9 @@ CHANGED_ARGUMENTS = {
     "nesterov": True, "centered": True, "initialMeanSquare": 1.0, "biasCorrection": True, "weightDecay": 0.1,
     "decoupledWeightDecay": 0.1, "decayFilter": _no_decay, "wdBeforeClip": False, "clipValue": 1.0,
     "clipWeights": 1.0, "maximize": True, "masterWeights": True, "lossScale": 8.0, "clipNorm": 1.0,
-    "globalClipNorm": 1.0, "sparseUpdate": "lazy", "stateDtype": "bfloat16", "stateSeed": 1,
+    "globalClipNorm": 1.0, "sparseUpdate": "lazy", "sparseDuplicates": "clip-per-occurrence", "clipValueFirst": True,
+    "gradientAccumulationSteps": 2, "emaMomentum": 0.9, "emaOverwriteFrequency": 3, "emaStart": "initial-weights",
+    "stateDtype": "bfloat16", "stateSeed": 1,
 }
 
 
@@ -614,6 +616,24 @@ def test_a_non_empty_group_extra_is_a_listed_mismatch(tmp_path):
         assert sgd.t == 0
         sgd.load(path, hyperparameters="keep")
         assert sgd.t == 3
+
+
+def test_a_group_learn_rate_scale_is_checked_and_older_groups_count_as_scale_1(tmp_path):
+    """The v1 SGD file predates learnRateScale: it loads into groups of scale 1 and is a mismatch for scale 2."""
+    with using("numpy"):
+        variables = {"v": Variable(np.zeros(4), name="v")}
+        same = SGD([0.1, 0.05], clipNorm=2.0)
+        same.setupOn([{"params": variables, "learnRateScale": 1.0}])
+        same.load(DATA_DIR / "checkpoint_v1_sgd.npz")
+        scaled = SGD([0.1, 0.05], clipNorm=2.0)
+        scaled.setupOn([{"params": variables, "learnRateScale": 2.0}])
+        with pytest.raises(CheckpointMismatchError, match=r"hyperparameter groups: .*\"learnRateScale\": 2\.0"):
+            scaled.load(DATA_DIR / "checkpoint_v1_sgd.npz")
+        scaled.save(tmp_path / "scaled.npz")
+        with pytest.raises(CheckpointMismatchError) as raised:
+            same.load(tmp_path / "scaled.npz")
+        saved, current = str(raised.value).split(" in the checkpoint, ")
+        assert '"learnRateScale": 2.0' in saved and '"learnRateScale": 1.0' in current
 
 
 # --- files that are not (good) checkpoints -------------------------------------------------------

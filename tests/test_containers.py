@@ -35,7 +35,7 @@ def fanOutGraph(rng: np.random.Generator) -> Graph:
 
 def randomBiases(module, rng: np.random.Generator) -> None:
     """Non-zero biases, so that their gradients and relu kinks are exercised."""
-    for name, var in module.getVarTable().items():
+    for name, var in module.namedVariables().items():
         if name.endswith("b"):
             var.data[...] = backends.current().to_device(rng.standard_normal(var.shape))
 
@@ -60,18 +60,18 @@ def test_sequential_forward_and_container_protocol(backend_name, rng):
 
 def test_sequential_var_table_names(backend_name, rng):
     seq = mlp(rng)
-    table = seq.getVarTable()
+    table = seq.namedVariables()
     assert list(table) == ["0.W", "0.b", "2.W", "2.b"]
     assert table["0.W"] is seq[0].vars["W"] and seq.getVar("2.b") is seq[2].vars["b"]
     named = Sequential()
     named.extend([Linear(2, 2, name="encoder"), Activation(sigmoid), Linear(2, 1, useBias=False)])
-    assert list(named.getVarTable()) == ["encoder.W", "encoder.b", "2.W"]
+    assert list(named.namedVariables()) == ["encoder.W", "encoder.b", "2.W"]
 
 
 def test_nested_sequential_names_and_set_var(backend_name, rng):
     outer = Sequential()
     outer.extend([mlp(rng), Linear(3, 1, rng=rng)])
-    assert list(outer.getVarTable()) == ["0.0.W", "0.0.b", "0.2.W", "0.2.b", "1.W", "1.b"]
+    assert list(outer.namedVariables()) == ["0.0.W", "0.0.b", "0.2.W", "0.2.b", "1.W", "1.b"]
     new = Variable(np.ones((5, 3), np.float32))
     outer.setVar("0.2.W", new)
     assert outer[0][2].vars["W"] is new and outer.getVar("0.2.W") is new
@@ -85,9 +85,9 @@ def test_sequential_gradients_accumulate(backend_name, rng):
     g = rng.standard_normal((3, 3)).astype(np.float32)
     seq(x)
     seq.backward(g)
-    once = {name: host(var.grad).copy() for name, var in seq.getVarTable().items()}
+    once = {name: host(var.grad).copy() for name, var in seq.namedVariables().items()}
     seq.backward(g)
-    for name, var in seq.getVarTable().items():
+    for name, var in seq.namedVariables().items():
         np.testing.assert_allclose(host(var.grad), 2 * once[name], rtol=1e-6, err_msg=name)
 
 
@@ -99,7 +99,7 @@ def test_modes_propagate_to_children(backend_name, rng):
     assert seq.train and all(m.train for m in seq)
     seq.calcMode(np.float64)
     assert all(m.calctype == np.float64 for m in seq)
-    assert all(var.dtype == np.float64 for var in seq.getVarTable().values())
+    assert all(var.dtype == np.float64 for var in seq.namedVariables().values())
     assert seq(np.ones((1, 4), np.float32)).dtype == np.float64
 
 
@@ -135,10 +135,10 @@ def test_graph_forward_matches_hand_composition(backend_name, rng):
 
 
 def test_graph_var_table_names(backend_name, rng):
-    assert list(fanOutGraph(rng).getVarTable()) == ["0.W", "0.b", "2.W", "2.b", "5.W", "5.b"]
+    assert list(fanOutGraph(rng).namedVariables()) == ["0.W", "0.b", "2.W", "2.b", "5.W", "5.b"]
     inp = Linear(2, 3, name="encoder").node()
     out = Linear(3, 1, name="head").node(Activation(relu).node(inp))
-    assert list(Graph(inputs=[inp], outputs=[out]).getVarTable()) == ["encoder.W", "encoder.b", "head.W", "head.b"]
+    assert list(Graph(inputs=[inp], outputs=[out]).namedVariables()) == ["encoder.W", "encoder.b", "head.W", "head.b"]
 
 
 def test_graph_sums_fan_out_gradients(backend_name, rng):
@@ -172,9 +172,9 @@ def test_graph_gradients_accumulate(backend_name, rng):
     g = rng.standard_normal((3, 2)).astype(np.float32)
     graph(x)
     graph.backward(g)
-    once = {name: host(var.grad).copy() for name, var in graph.getVarTable().items()}
+    once = {name: host(var.grad).copy() for name, var in graph.namedVariables().items()}
     graph.backward(g)
-    for name, var in graph.getVarTable().items():
+    for name, var in graph.namedVariables().items():
         np.testing.assert_allclose(host(var.grad), 2 * once[name], rtol=1e-6, err_msg=name)
 
 

@@ -6,7 +6,7 @@ import pytest
 from gradcheck import numericGrad
 
 from puzzle_rms import backends
-from puzzle_rms.cost import MSE, CrossEntropy
+from puzzle_rms.cost import BCE, MSE, Abs, CostError, CrossEntropy, SmoothL1
 
 
 def host(x):
@@ -96,3 +96,25 @@ def test_cross_entropy_argument_errors(backend_name):
         ce(np.zeros((3, 2)), np.array([0, 1, 2]))
     with pytest.raises(ValueError, match=r"pred of shape \(4,\) and dtype float64; expected float scores"):
         ce(np.zeros(4), np.zeros(4, np.int64))
+
+
+# --- Abs, SmoothL1, BCE: gradients against central differences -------------------------------
+@pytest.mark.parametrize("make", [Abs, SmoothL1, BCE])
+def test_cost_grad_is_derivative_of_error(backend_name, rng, make):
+    pred = backends.current().to_device(2 * rng.standard_normal((4, 3)))
+    target = rng.integers(0, 2, (4, 3)).astype(np.int32) if make is BCE else 2 * rng.standard_normal((4, 3))
+    _, grad = make()(pred, target)
+    numeric = numericGrad(lambda: make()(pred, target)[0], pred)
+    np.testing.assert_allclose(host(grad), numeric, rtol=1e-6, atol=1e-10)
+
+
+def test_bce_refuses_labels_other_than_zero_and_one(backend_name):
+    with pytest.raises(CostError, match=r"labels span \[0, 2\]; expected labels 0 or 1"):
+        BCE()(np.zeros((2, 2), np.float32), np.array([[0, 1], [2, 0]], np.int32))
+
+
+def test_cost_error_is_a_value_error_and_nothing_is_accumulated(backend_name):
+    mse = MSE()
+    with pytest.raises(CostError):
+        mse(np.zeros((4, 3)), np.zeros((4, 2)))
+    assert issubclass(CostError, ValueError) and mse.numOfSamples == 0

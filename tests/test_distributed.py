@@ -264,6 +264,17 @@ def test_collectives_on_raw_buffers(ranks: list[dict]) -> None:
 
 
 @needs_mpi
+def test_ranks_on_different_backends_raise_on_every_rank(ranks: list[dict]) -> None:
+    """No silent fallback: a rank whose backend differs from rank 0's makes every rank raise, naming both."""
+    messages = [str(rank["mismatch/message"]) for rank in ranks]
+    assert messages[0] == messages[1]
+    first = backends.current().name
+    other = "numpy" if first != "numpy" else "numba"
+    assert messages[0].startswith(f"NodeInfo: the ranks use different array backends (rank 0: {first}, rank 1: "
+                                  f"{other}); every rank must use rank 0's '{first}'")
+
+
+@needs_mpi
 def test_the_example_prints_the_same_losses_on_2_ranks_as_on_1() -> None:
     script = str(ROOT / "examples" / "regression.py")
     options = ["--backend", "numpy", "--epochs", "2", "--no-plot"]

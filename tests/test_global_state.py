@@ -30,11 +30,11 @@ def forward(weights: dict, x: np.ndarray) -> np.ndarray:
 
 def test_variables_keep_identity_and_values(backend_name):
     net = make_net()
-    table = net.getVarTable()
+    table = net.namedVariables()
     before = {name: host(var.data).copy() for name, var in table.items()}
     optimizer = RMSProp()
     optimizer.setupOn(net, useGlobalState=True)
-    after = net.getVarTable()
+    after = net.namedVariables()
     assert list(after) == list(table) and all(after[name] is table[name] for name in table)
     assert net[0].vars["W"] is table["0.W"]
     assert [var for _, var in optimizer.variables()] == list(table.values())
@@ -44,7 +44,7 @@ def test_variables_keep_identity_and_values(backend_name):
 
 def test_data_and_grad_are_views_of_one_flat_buffer(backend_name):
     net = make_net()
-    table = net.getVarTable()
+    table = net.namedVariables()
     optimizer = RMSProp()
     optimizer.setupOn(net, useGlobalState=True)
     assert len(optimizer.buckets) == 1
@@ -85,9 +85,9 @@ def test_module_forward_sees_updated_weights(backend_name, useGlobalState):
     first = host(net(x)).copy()
     optimizer.zeroGradParams()
     net.backward(np.ones((3, 2), np.float32))
-    assert all(host(var.grad).any() for var in net.getVarTable().values())  # backward wrote into the views
+    assert all(host(var.grad).any() for var in net.namedVariables().values())  # backward wrote into the views
     optimizer.update()
-    weights = {name: host(var.data) for name, var in net.getVarTable().items()}
+    weights = {name: host(var.data) for name, var in net.namedVariables().items()}
     second = host(net(x))
     assert np.abs(second - first).max() > 1e-3
     np.testing.assert_allclose(second, forward(weights, x), rtol=1e-5, atol=1e-6)
@@ -105,7 +105,7 @@ def test_global_and_local_state_give_the_same_numbers(backend_name):
             optimizer.zeroGradParams()
             net.backward(np.full((6, 2), 0.1 * (step + 1), np.float32))
             optimizer.update()
-        results.append({name: host(var.data).copy() for name, var in net.getVarTable().items()})
+        results.append({name: host(var.data).copy() for name, var in net.namedVariables().items()})
     for name in results[0]:
         np.testing.assert_allclose(results[1][name], results[0][name], rtol=1e-6, atol=1e-7, err_msg=name)
 

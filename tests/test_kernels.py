@@ -19,6 +19,7 @@ from kernel_check import DTYPES, assert_step_close, backend_step, excess, refere
 
 from puzzle_rms import backends
 from puzzle_rms.backends import reference
+from puzzle_rms.backends.backend import hyper_vector
 from puzzle_rms.optimizers import RMSProp
 
 LEARN_RATES = [0.05, 0.02, 0.08]
@@ -122,23 +123,34 @@ def test_rmsprop_kernel_matches_reference(kernel_backend, variant, dtype, kind):
         arrays = want
 
 
+SGD_MOMENTUM = {"plain": None, "momentum": (0.9, 0.0), "nesterov": (0.9, 1.0)}  # (mu, nesterov)
+
+
+@pytest.mark.parametrize("momentum", list(SGD_MOMENTUM))
 @pytest.mark.parametrize("kind", ["dense", "lazy"])
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
-def test_sgd_kernel_matches_reference(kernel_backend, dtype, kind):
+def test_sgd_kernel_matches_reference(kernel_backend, dtype, kind, momentum):
     gen = np.random.default_rng(8)
     layout = make_layout(kernel_backend, kind)
-    w = gen.standard_normal(layout.size if kind == "dense" else WEIGHTS).astype(dtype)
+    size = layout.size if kind == "dense" else WEIGHTS
+    stateDtype = np.float32 if dtype == np.float16 else dtype
+    w = gen.standard_normal(size).astype(dtype)
+    mom = None if SGD_MOMENTUM[momentum] is None else gen.standard_normal(size).astype(stateDtype)
+    mu, nesterov = SGD_MOMENTUM[momentum] or (0.0, 0.0)
+    hyper = hyper_vector(gradScale=0.25, mu=mu, nesterov=nesterov)
     for lr in LEARN_RATES:
         g = gen.standard_normal(layout.size).astype(dtype)
         table = seg_table(layout, lr, {"decoupledWeightDecay": 0.5})
-        hyper = RMSProp().hyper(0.25, 1)
-        want = w.copy()
-        reference.sgd_update(want, g, layout, table, hyper)
-        dev = kernel_backend.to_device(w.copy())
-        segParams = kernel_backend.seg_params(table, np.float32 if dtype == np.float16 else dtype)
-        kernel_backend.sgd_update(dev, kernel_backend.to_device(g), layout, segParams, hyper)
-        assert_step_close({"w": kernel_backend.to_host(dev)}, {"w": want}, f"sgd {np.dtype(dtype)} {kind}")
-        w = want
+        want, wantMom = w.copy(), None if mom is None else mom.copy()
+        reference.sgd_update(want, g, wantMom, layout, table, hyper)
+        dev, devMom = kernel_backend.to_device(w.copy()), None if mom is None else kernel_backend.to_device(mom.copy())
+        segParams = kernel_backend.seg_params(table, stateDtype)
+        kernel_backend.sgd_update(dev, kernel_backend.to_device(g), devMom, layout, segParams, hyper)
+        got, expected = {"w": kernel_backend.to_host(dev)}, {"w": want}
+        if mom is not None:
+            got["mom"], expected["mom"] = kernel_backend.to_host(devMom), wantMom
+        assert_step_close(got, expected, f"sgd {momentum} {np.dtype(dtype)} {kind}")
+        w, mom = want, wantMom
 
 
 @pytest.mark.parametrize("kind", ["dense", "lazy"])

@@ -80,7 +80,7 @@ def step(model: Sequential, optimizer: RMSProp, cost: MSE, t: int) -> float:
 
 
 def weights(model: Sequential) -> dict[str, np.ndarray]:
-    return {name: np.array(var.data) for name, var in model.getVarTable().items()}
+    return {name: np.array(var.data) for name, var in model.namedVariables().items()}
 
 
 def test_ten_thousand_steps_on_numba_stay_within_tolerance_of_numpy():

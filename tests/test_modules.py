@@ -6,18 +6,22 @@ import pytest
 from gradcheck import checkModule
 
 from puzzle_rms import backends
-from puzzle_rms.modules import Activation, Add, Concat, Linear, leakyRelu, relu, sigmoid, tanh
+from puzzle_rms.modules import Activation, Add, Concat, Linear, clip, elu, leakyRelu, relu, sigmoid, softPlus, tanh
 from puzzle_rms.variable import Variable
 
-ACTIVATIONS = [relu, sigmoid, tanh, leakyRelu]
+ACTIVATIONS = [relu, sigmoid, tanh, leakyRelu, elu, softPlus, clip]
+ARGS = {leakyRelu: (0.2,), elu: (0.5,), clip: (-1.0, 1.0)}  # non-default parameters
 
 
 def host(x):
     return backends.current().to_host(x)
 
 
-def reference(activation: str, x: np.ndarray, slc: float = 0.01) -> np.ndarray:
-    return {relu: lambda: np.maximum(x, 0), leakyRelu: lambda: np.where(x > 0, x, slc * x),
+def reference(activation: str, x: np.ndarray) -> np.ndarray:
+    """f(x) written from the definitions, with the parameters of ARGS."""
+    return {relu: lambda: np.maximum(x, 0), leakyRelu: lambda: np.where(x > 0, x, 0.2 * x),
+            elu: lambda: np.where(x > 0, x, 0.5 * (np.exp(x) - 1)), softPlus: lambda: np.log(1 + np.exp(x)),
+            clip: lambda: np.minimum(np.maximum(x, -1.0), 1.0),
             sigmoid: lambda: 1 / (1 + np.exp(-x)), tanh: lambda: np.tanh(x)}[activation]()
 
 
@@ -33,7 +37,7 @@ def test_linear_gradients(backend_name, rng, useBias):
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_activation_gradients(backend_name, rng, activation):
-    module = Activation(activation, slc=0.2)
+    module = Activation(activation, args=ARGS.get(activation, ()))
     module.calcMode(np.float64)
     checkModule(module, rng.standard_normal((6, 5)))
 
@@ -63,9 +67,9 @@ def test_linear_forward_matches_numpy(backend_name, rng):
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_activation_forward_matches_numpy(backend_name, activation):
     x = np.array([[-3.0, -0.5, 0.25, 2.0]])
-    module = Activation(activation, slc=0.1)
+    module = Activation(activation, args=ARGS.get(activation, ()))
     module.calcMode(np.float64)
-    np.testing.assert_allclose(host(module(x)), reference(activation, x, 0.1), rtol=1e-12)
+    np.testing.assert_allclose(host(module(x)), reference(activation, x), rtol=1e-12)
 
 
 def test_sigmoid_saturates_without_overflow(backend_name):
@@ -85,27 +89,28 @@ def test_merge_forward_values(backend_name):
 # --- parameters ---------------------------------------------------------------------------------
 def test_linear_var_table_and_shapes(backend_name):
     layer = Linear(4, 3)
-    table = layer.getVarTable()
+    table = layer.namedVariables()
     assert list(table) == ["W", "b"]
     assert table["W"].shape == (4, 3) and table["b"].shape == (3,)
     assert table["W"].dtype == np.float32 and table["W"].name == "W"
     assert backends.current().owns(table["W"].data)
     np.testing.assert_array_equal(host(table["b"].data), np.zeros(3))
-    assert list(Linear(4, 3, useBias=False).getVarTable()) == ["W"]
+    assert list(Linear(4, 3, useBias=False).namedVariables()) == ["W"]
     assert Linear(4, 3, useBias=False).b is None
 
 
-def test_linear_init_is_deterministic_and_xavier_bounded(backend_name):
+def test_linear_default_init_is_deterministic_and_puzzlelib_bounded(backend_name):
     np.random.seed(7)
     first = host(Linear(20, 30).W)
     np.random.seed(7)
     np.testing.assert_array_equal(host(Linear(20, 30).W), first)
     np.testing.assert_array_equal(host(Linear(20, 30, rng=np.random.default_rng(1)).W),
                                   host(Linear(20, 30, rng=np.random.default_rng(1)).W))
-    bound = np.sqrt(6 / 50)
+    bound = np.sqrt(3 / 20)  # PuzzleLib's default: U(-sqrt(3 / insize), sqrt(3 / insize))
     assert np.abs(first).max() <= bound and np.abs(first).max() > 0.9 * bound
-    scaled = host(Linear(20, 30, wscale=0.5, rng=np.random.default_rng(1)).W)
-    np.testing.assert_allclose(scaled, 0.5 * host(Linear(20, 30, rng=np.random.default_rng(1)).W), rtol=1e-6)
+    scaled = host(Linear(20, 30, initscheme="uniform", wscale=0.5, rng=np.random.default_rng(1)).W)
+    np.testing.assert_allclose(scaled, 0.5 * host(Linear(20, 30, initscheme="uniform",
+                                                         rng=np.random.default_rng(1)).W), rtol=1e-6)
 
 
 def test_linear_he_init_scale(backend_name):
@@ -126,7 +131,7 @@ def test_get_and_set_var(backend_name):
         layer.setVar("W", Variable(np.ones((3, 2), np.float32)))
 
 
-def test_gradients_accumulate_in_place(backend_name, rng):
+def test_bare_module_overwrites_and_momentum_accumulates_in_place(backend_name, rng):
     layer = Linear(3, 2, rng=rng)
     x = rng.standard_normal((4, 3)).astype(np.float32)
     g = rng.standard_normal((4, 2)).astype(np.float32)
@@ -136,10 +141,14 @@ def test_gradients_accumulate_in_place(backend_name, rng):
     once = host(gradW).copy(), host(gradb).copy()
     np.testing.assert_allclose(once[0], x.T @ g, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(once[1], g.sum(axis=0), rtol=1e-5, atol=1e-6)
-    layer.backward(g)
+    layer.backward(g)  # PuzzleLib: a bare module's backward (momentum=0.0) overwrites
     assert layer.vars["W"].grad is gradW and layer.vars["b"].grad is gradb
+    np.testing.assert_allclose(host(gradW), once[0], rtol=1e-6)
+    layer.backward(g, momentum=1.0)
     np.testing.assert_allclose(host(gradW), 2 * once[0], rtol=1e-6)
     np.testing.assert_allclose(host(gradb), 2 * once[1], rtol=1e-6)
+    layer.backward(g, scale=0.5, momentum=0.25)  # 0.25 * (2 g) + 0.5 * g = g
+    np.testing.assert_allclose(host(gradW), once[0], rtol=1e-6)
 
 
 def test_pinned_variables_receive_gradients(backend_name, rng):
@@ -171,7 +180,7 @@ def test_calc_mode_converts_parameters_and_computation(backend_name, dtype):
     learnRate, before = layer.vars["W"].learnRate, host(layer.W).astype(np.float64)
     layer.calcMode(dtype)
     assert layer.calctype == dtype
-    assert all(var.dtype == dtype and var.grad.dtype == dtype for var in layer.getVarTable().values())
+    assert all(var.dtype == dtype and var.grad.dtype == dtype for var in layer.namedVariables().values())
     assert layer.vars["W"].learnRate == learnRate and layer.vars["W"].name == "W"
     np.testing.assert_allclose(host(layer.W), before, rtol=1e-3)
     y = layer(np.ones((2, 3), dtype=np.float32))
@@ -190,13 +199,13 @@ def test_unknown_activation_names_it_and_the_choices():
     with pytest.raises(ValueError) as info:
         Activation("softplus")
     message = str(info.value)
-    assert "'softplus'" in message and all(repr(name) in message for name in ACTIVATIONS)
+    assert "'softplus'" in message and all(repr(name.value) in message for name in ACTIVATIONS)
 
 
 def test_linear_argument_and_shape_errors(backend_name):
     with pytest.raises(ValueError, match="insize must be a positive integer, got 0"):
         Linear(0, 3)
-    with pytest.raises(ValueError, match="initscheme must be one of 'xavier', 'he', got 'foo'"):
+    with pytest.raises(ValueError, match="initscheme must be one of None, 'xavier', .* got 'foo'"):
         Linear(2, 3, initscheme="foo")
     layer = Linear(4, 3)
     with pytest.raises(ValueError, match=r"input of shape \(5, 2\), expected \(batch, 4\)"):

@@ -88,8 +88,8 @@ def test_sparse_ops_update_only_listed_rows(backend_name, centered):
         g = gen.standard_normal((len(indices), cols))
         idx = dev(np.array(indices, np.int64))
         if centered:
-            out = sparseApplyCenteredRMSProp(arrays["var"], arrays["mg"], arrays["ms"], arrays["mom"], dev(g), idx,
-                                             0.05, 0.9, 0.7, 0.01)
+            out = sparseApplyCenteredRMSProp(arrays["var"], arrays["mg"], arrays["ms"], arrays["mom"], 0.05, 0.9, 0.7,
+                                             0.01, dev(g), idx)
         else:
             out = sparseApplyRMSProp(arrays["var"], arrays["ms"], arrays["mom"], 0.05, dev(g), idx, 0.9, 0.7, 0.01)
         assert out is arrays["var"]
@@ -177,8 +177,8 @@ def test_sparse_bad_input_changes_nothing(backend_name, indices, grad, error, pa
     with pytest.raises(error, match=rf"sparseApplyRMSProp: {pattern}"):
         sparseApplyRMSProp(arrays["var"], arrays["ms"], arrays["mom"], 0.1, dev(grad), dev(indices), 0.9, 0.5, 1e-3)
     with pytest.raises(TypeError, match=r"sparseApplyCenteredRMSProp: indices must be a \w+ integer array, got list"):
-        sparseApplyCenteredRMSProp(arrays["var"], arrays["mg"], arrays["ms"], arrays["mom"], dev(grad), [0, 1], 0.1,
-                                   0.9, 0.5, 1e-3)
+        sparseApplyCenteredRMSProp(arrays["var"], arrays["mg"], arrays["ms"], arrays["mom"], 0.1, 0.9, 0.5, 1e-3,
+                                   dev(grad), [0, 1])
     for name, x in arrays.items():
         np.testing.assert_array_equal(host(x), before[name])
 
@@ -190,3 +190,58 @@ def test_sparse_ops_with_no_rows_change_nothing(backend_name):
                        dev(np.zeros(0, np.int64)), 0.9, 0.5, 1e-3)
     for name, x in arrays.items():
         np.testing.assert_array_equal(host(x), before[name])
+
+
+@pytest.mark.parametrize("zeroGrad", ["keep", "decay"])
+def test_sparse_zero_gradient_elements_keep_or_decay_the_mean_square(backend_name, zeroGrad):
+    """MindSpore's kernel ("keep") leaves ms where a listed row's gradient element is exactly 0; TF's ("decay")
+    decays it: ms = decay * ms. The step of var and mom is the same (a zero gradient adds nothing)."""
+    ms0 = np.full((3, 2), 4.0, np.float32)
+    mom0 = np.full((3, 2), 0.5, np.float32)
+    var, ms, mom = dev(np.ones((3, 2), np.float32)), dev(ms0.copy()), dev(mom0.copy())
+    grad = dev(np.array([[0.0, 2.0]], np.float32))
+    sparseApplyRMSProp(var, ms, mom, 0.1, grad, dev(np.array([1], np.int64)), 0.5, 0.9, 1e-6, zeroGrad=zeroGrad)
+    msRow = np.array([4.0 if zeroGrad == "keep" else 2.0, 0.5 * 4.0 + 0.5 * 4.0], np.float32)
+    np.testing.assert_allclose(host(ms), [ms0[0], msRow, ms0[2]], rtol=1e-6)
+    momRow = np.array([0.45, 0.45 + 0.1 * 2.0 / np.sqrt(4.0 + 1e-6)])
+    np.testing.assert_allclose(host(mom), [mom0[0], momRow, mom0[2]], rtol=1e-6)
+    np.testing.assert_allclose(host(var), [[1, 1], 1 - momRow, [1, 1]], rtol=1e-6)
+
+
+def test_sparse_bad_zero_grad_changes_nothing(backend_name):
+    arrays = _dense_arrays()
+    before = {name: host(x).copy() for name, x in arrays.items()}
+    with pytest.raises(ValueError, match=r"sparseApplyRMSProp: zeroGrad must be one of 'keep', 'decay', got 'skip'"):
+        sparseApplyRMSProp(arrays["var"], arrays["ms"], arrays["mom"], 0.1, arrays["grad"][:1],
+                           dev(np.array([0], np.int64)), 0.9, 0.5, 1e-3, zeroGrad="skip")
+    for name, x in arrays.items():
+        np.testing.assert_array_equal(host(x), before[name])
+
+
+def test_sparse_duplicates_bad_choice_changes_nothing(backend_name):
+    arrays = _dense_arrays()
+    before = {name: host(x).copy() for name, x in arrays.items()}
+    with pytest.raises(ValueError, match=r"sparseApplyRMSProp: duplicates must be one of 'sum', 'apply', got 'mean'"):
+        sparseApplyRMSProp(arrays["var"], arrays["ms"], arrays["mom"], 0.1, dev(np.ones((2, 3), np.float32)),
+                           dev(np.array([1, 1])), 0.9, 0.5, 1e-3, duplicates="mean")
+    for name, x in arrays.items():
+        np.testing.assert_array_equal(host(x), before[name])
+
+
+def test_sparse_duplicates_apply_is_one_step_per_occurrence(backend_name):
+    """duplicates="apply" equals calling the op once per (index, row), in order; "sum" differs on repeats."""
+    gen = np.random.default_rng(5)
+    indices = np.array([2, 0, 2, 3, 2, 0])
+    rows = gen.standard_normal((6, 3)).astype(np.float32)
+    once, sequential, summed = _dense_arrays(), _dense_arrays(), _dense_arrays()
+    for arrays in (once, sequential, summed):  # a mean square must be >= 0
+        arrays["ms"] = dev(np.abs(host(arrays["ms"])))
+    sparseApplyRMSProp(once["var"], once["ms"], once["mom"], 0.1, dev(rows), dev(indices), 0.9, 0.5, 1e-3,
+                       duplicates="apply")
+    for index, row in zip(indices, rows):
+        sparseApplyRMSProp(sequential["var"], sequential["ms"], sequential["mom"], 0.1, dev(row[None]),
+                           dev(np.array([index])), 0.9, 0.5, 1e-3)
+    sparseApplyRMSProp(summed["var"], summed["ms"], summed["mom"], 0.1, dev(rows), dev(indices), 0.9, 0.5, 1e-3)
+    for name in ("var", "ms", "mom"):
+        np.testing.assert_allclose(host(once[name]), host(sequential[name]), rtol=1e-6, atol=1e-7)
+    assert np.abs(host(once["var"]) - host(summed["var"])).max() > 1e-3

@@ -106,7 +106,7 @@ def preset_options(draw: Any) -> tuple[str, dict[str, Any]]:
         kind = spec.kind.replace("optional-", "")
         if kind == "lr":
             kwargs[argument] = draw(log_uniform(1e-4, 0.1))
-        elif kind == "eps":
+        elif kind == "eps" or argument in ("eps", "epsilon"):  # also where eps=0 is allowed (kind nonneg)
             kwargs[argument] = draw(log_uniform(1e-4, 0.5))
         elif argument in ("centered", "momentum", "momRate", "weight_decay", "wd", "nesterov"):
             if kind == "bool":
@@ -266,8 +266,8 @@ def test_numba_matches_numpy_for_every_preset(problem, preset):
 
 def test_every_preset_is_drawn():
     """The preset strategy can reach every preset (sampled_from over the registry)."""
-    assert sorted(PRESETS) == sorted({"puzzlelib", "puzzlelib-graves", "torch", "keras", "tf.keras", "tf1",
-                                      "mindspore", "mxnet", "mxnet2", "optax"})
+    assert sorted(PRESETS) == sorted({"puzzlelib", "puzzlelib-graves", "torch", "keras3", "keras2", "keras2-legacy",
+                                      "tf1", "mindspore", "mxnet", "mxnet2", "paddle", "optax"})
 
 
 @settings(PROPERTY_SETTINGS, max_examples=150)

@@ -39,7 +39,7 @@ def test_puzzlelib_model_file_loads_with_its_values(backend_name):
     expected = golden.load("script_classifier_ce")["finalWeights"]
     net = classifier()
     net.load(str(golden.path("classifier_model.hdf")))
-    table = net.getVarTable()
+    table = net.namedVariables()
     assert sorted(table) == sorted(expected)
     for name, var in table.items():
         np.testing.assert_array_equal(host(var.data), golden.array(expected[name]))
@@ -94,7 +94,7 @@ def test_written_files_have_puzzlelib_layout_and_round_trip(tmp_path, backend_na
     with h5py.File(tmp_path / "net.hdf", "r") as hdf:
         links = {name: int(hdf["links"][name][()]) for name in hdf["links"]}
         assert sorted(links) == [".0.W", ".0.b", ".2.W", ".2.b"]
-        for name, var in net.getVarTable().items():
+        for name, var in net.namedVariables().items():
             np.testing.assert_array_equal(hdf["params"][str(links["." + name])][()], host(var.data))
     with h5py.File(tmp_path / "opt.h5", "r") as hdf:
         assert {name: hdf[".attrs"][name][()] for name in hdf[".attrs"]} == {
@@ -109,7 +109,7 @@ def test_written_files_have_puzzlelib_layout_and_round_trip(tmp_path, backend_na
     other.load(tmp_path / "net.hdf")
     otherOptimizer.load(tmp_path / "opt.h5")
     assert otherOptimizer.t == 7
-    for name, var in net.getVarTable().items():
+    for name, var in net.namedVariables().items():
         np.testing.assert_array_equal(host(other.getVar(name).data), host(var.data))
         np.testing.assert_array_equal(host(otherOptimizer.stateOf(name)["ms"]), ms[name])
 
@@ -138,11 +138,11 @@ def test_centered_momentum_is_stored_as_graves_delta_with_puzzlelib_sign(tmp_pat
 def test_mismatching_model_is_refused_and_left_untouched():
     net = Sequential()
     net.extend([Linear(4, 8), Activation(relu), Linear(8, 3)])
-    before = {name: host(var.data).copy() for name, var in net.getVarTable().items()}
+    before = {name: host(var.data).copy() for name, var in net.namedVariables().items()}
     with pytest.raises(CheckpointMismatchError) as caught:
         net.load(golden.path("classifier_model.hdf"))
     assert "parameter '0.W': shape (4, 16) in the file, (4, 8) here" in str(caught.value)
-    for name, var in net.getVarTable().items():
+    for name, var in net.namedVariables().items():
         np.testing.assert_array_equal(host(var.data), before[name])
 
 

@@ -178,7 +178,7 @@ def test_sgd_and_segment_sumsq_by_hand():
     0.5 * 1 - 0.2 * 0.5 * 1 * (-1) = 0.6 in segment 1. Sums of squares: 1 + 4 + 9 = 14 and 16."""
     layout = Backend().make_layout([1, 1])
     w = np.array([2.0, 1.0])
-    reference.sgd_update(w, np.array([3.0, -1.0]), layout, np.array([[0.1, 0.0, 0.9, 2.0], [0.2, 0.0, 0.5, 1.0]]),
+    reference.sgd_update(w, np.array([3.0, -1.0]), None, layout, np.array([[0.1, 0.0, 0.9, 2.0], [0.2, 0.0, 0.5, 1.0]]),
                          hyper_vector(gradScale=0.5))
     np.testing.assert_allclose(w, [1.5, 0.6], **F64)
     np.testing.assert_array_equal(reference.segment_sumsq(np.array([1.0, 2.0, 3.0, 4.0]),

@@ -218,8 +218,8 @@ def test_failed_setup_keeps_the_previous_one(backend_name):
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
-    ({"factor": 1.5}, ValueError, r"RMSProp: factor must be in \[0, 1\], got 1.5"),
-    ({"epsilon": 0.0}, ValueError, r"RMSProp: epsilon must be in \(0, inf\), got 0.0"),
+    ({"factor": -0.5}, ValueError, r"RMSProp: factor must be in \[0, inf\), got -0.5"),
+    ({"epsilon": -1e-8}, ValueError, r"RMSProp: epsilon must be in \[0, inf\), got -1e-08"),
     ({"learnRate": -1.0}, ValueError, r"RMSProp: learnRate must be in \[0, inf\), got -1.0"),
     ({"learnRate": "fast"}, TypeError, r"RMSProp: learnRate must be a real number, got 'fast'"),
     ({"epsInSqrt": "no"}, TypeError, r"RMSProp: epsInSqrt must be True or False, got 'no'"),

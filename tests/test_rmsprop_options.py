@@ -15,6 +15,7 @@ from rmsprop_reference import run_named, textbook_rmsprop
 from puzzle_rms import backends
 from puzzle_rms import Variable
 from puzzle_rms.optimizers import DynamicLossScale, ExponentialDecay, RMSProp
+from puzzle_rms.optimizers.schedules import InverseTimeDecay
 
 SHAPES = {"a": (5, 4), "b": (7,)}
 STEPS = 4
@@ -105,6 +106,7 @@ def test_state_buffers_follow_the_options():
     assert RMSProp().stateInit() == {"ms": 0.0}
     assert RMSProp(initialMeanSquare=1.0, momentum=0.5).stateInit() == {"ms": 1.0, "mom": 0.0}
     assert RMSProp(centered=True, momentum=0.5).stateInit() == {"ms": 0.0, "mg": 0.0, "mom": 0.0}
+    assert RMSProp(gradientAccumulationSteps=2, emaMomentum=0.9).stateInit() == {"ms": 0.0, "acc": 0.0, "ema": 0.0}
 
 
 @pytest.mark.parametrize("useGlobalState", [False, True], ids=["local", "global"])
@@ -261,3 +263,95 @@ def test_float16_parameters_compute_in_float32(backend_name, useGlobalState, mas
             np.testing.assert_allclose(host(variables[name].data).astype(np.float64), w.astype(np.float64),
                                        rtol=1e-3, atol=1e-3)
             np.testing.assert_allclose(host(state["mom"]), mom, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("useGlobalState", [False, True], ids=["local", "global"])
+def test_gradient_accumulation_updates_every_nth_call_with_the_mean(backend_name, useGlobalState):
+    """n = 3: two calls only accumulate (False, nothing moves); the third is one update with the mean gradient."""
+    gen = np.random.default_rng(3)
+    weights = {name: gen.standard_normal(shape) for name, shape in SHAPES.items()}
+    grads = [{name: gen.standard_normal(shape) for name, shape in SHAPES.items()} for _ in range(3)]
+    mean = {name: sum(g[name] for g in grads) / 3 for name in SHAPES}
+    want = run_named(RMSProp(0.05, epsilon=0.1, momentum=0.5), weights, [mean], useGlobalState)
+    backend = backends.current()
+    variables = {name: Variable(w.copy(), name=name) for name, w in weights.items()}
+    optimizer = RMSProp(0.05, epsilon=0.1, momentum=0.5, gradientAccumulationSteps=3)
+    optimizer.setupOn(variables, useGlobalState=useGlobalState)
+    applied = []
+    for step in grads:
+        optimizer.zeroGradParams()
+        for name, g in step.items():
+            variables[name].grad[...] = backend.to_device(g)
+        applied.append(optimizer.update())
+        if not applied[-1]:
+            for name in SHAPES:
+                np.testing.assert_array_equal(host(variables[name].data), weights[name])
+    assert applied == [False, False, True] and optimizer.t == 1
+    for name in SHAPES:
+        np.testing.assert_allclose(host(variables[name].data), want[name], **F64)
+        np.testing.assert_array_equal(host(optimizer.stateOf(name)["acc"]), 0)
+
+
+@pytest.mark.parametrize("useGlobalState", [False, True], ids=["local", "global"])
+def test_ema_overwrite_keeps_float16_and_master_weights_in_step(backend_name, useGlobalState):
+    """emaMomentum 0.5, overwrite every 2: after update 2 the float32 master and the float16 parameter are the
+    average (update 1 starts it, Keras 3 style) of the master weights a twin without EMA reaches."""
+    backend = backends.current()
+    gen = np.random.default_rng(4)
+    w = gen.standard_normal(6).astype(np.float16)
+    grads = [gen.standard_normal(6).astype(np.float16) for _ in range(2)]
+    runs = {}
+    for ema in (None, 0.5):
+        var = Variable(w.copy(), name="h")
+        optimizer = RMSProp(0.05, epsilon=0.1, masterWeights=True, emaMomentum=ema, emaOverwriteFrequency=2)
+        optimizer.setupOn([var], useGlobalState=useGlobalState)
+        masters = []
+        for g in grads:
+            var.grad[...] = backend.to_device(g)
+            optimizer.update()
+            masters.append(host(optimizer.stateOf("h")["master"]).astype(np.float64))
+        runs[ema] = (var, masters)
+    plain = runs[None][1]
+    average = (0.5 * plain[0] + 0.5 * plain[1]).astype(np.float32)
+    var, masters = runs[0.5]
+    np.testing.assert_allclose(masters[1], average, rtol=1e-6)
+    np.testing.assert_array_equal(host(var.data), average.astype(np.float16))
+
+
+def test_inverse_time_decay_divides_any_rate():
+    assert InverseTimeDecay(0.1, 0.5)(4) == pytest.approx(0.1 / 3)
+    assert InverseTimeDecay(ExponentialDecay(0.1, 0.5, 2), 0.25)(2) == pytest.approx(0.05 / 1.5)
+
+
+@pytest.mark.parametrize("useGlobalState", [False, True], ids=["local", "global"])
+def test_value_clip_before_norms_still_sees_infinite_gradients(backend_name, useGlobalState):
+    """clipValueFirst clips the gradients before the norms; an inf must still raise (not become the limit)."""
+    from puzzle_rms.optimizers import NonFiniteGradientError
+
+    backend = backends.current()
+    variables = {name: Variable(np.ones(shape), name=name) for name, shape in SHAPES.items()}
+    optimizer = RMSProp(0.05, clipValue=0.5, clipValueFirst=True, clipNorm=1.0)
+    optimizer.setupOn(variables, useGlobalState=useGlobalState)
+    grad = np.full(SHAPES["b"], 2.0)
+    grad[3] = np.inf
+    variables["b"].grad[...] = backend.to_device(grad)
+    with pytest.raises(NonFiniteGradientError, match="'b'"):
+        optimizer.update()
+    np.testing.assert_array_equal(host(variables["b"].grad), grad)
+    for name in SHAPES:
+        np.testing.assert_array_equal(host(variables[name].data), 1.0)
+
+
+def test_gradient_accumulation_skip_drops_the_window(backend_name):
+    """An inf accumulated into the window: the n-th call skips, and the next window starts clean."""
+    backend = backends.current()
+    var = Variable(np.ones(4), name="v")
+    optimizer = RMSProp(0.05, epsilon=0.1, gradientAccumulationSteps=2, nonFinite="skip")
+    optimizer.setupOn([var])
+    results = []
+    for g in (np.array([1.0, np.inf, 0.0, 1.0]), np.ones(4), np.ones(4), np.ones(4)):
+        optimizer.zeroGradParams()
+        var.grad[...] = backend.to_device(g)
+        results.append(optimizer.update())
+    assert results == [False, False, False, True] and optimizer.skippedSteps == 1 and optimizer.t == 1
+    assert np.isfinite(host(var.data)).all() and (host(var.data) < 1).all()

@@ -9,7 +9,7 @@ from puzzle_rms import Variable
 from puzzle_rms.containers import Sequential
 from puzzle_rms.modules import Embedding, Linear
 from puzzle_rms.optimizers import NonFiniteGradientError, RMSProp
-from puzzle_rms.sparse import RowSparseGrad, RowSparseVariable
+from puzzle_rms.sparse import RowSparseGrad, RowSparseVariable, occurrence_rounds
 
 F64 = dict(rtol=1e-10, atol=1e-12)
 VOCAB, DIM = 30, 4
@@ -280,3 +280,32 @@ def test_lazy_mode_with_float16_tables(backend_name, useGlobalState, masterWeigh
     np.testing.assert_allclose(got.astype(np.float64), want, rtol=2e-3, atol=2e-3)
     never = sorted(set(range(VOCAB)) - set(sum(BATCHES, [])))
     np.testing.assert_array_equal(got[never], table16[never])
+
+
+def test_occurrence_rounds_split_repeats_in_order():
+    rounds = occurrence_rounds(np.array([4, 1, 4, 4, 0, 1]))
+    assert [r.tolist() for r in rounds] == [[0, 1, 4], [2, 5], [3]]
+    assert occurrence_rounds(np.zeros(0, np.int64)) == []
+
+
+def test_row_occurrences_clip_sumsq_and_squares(backend_name):
+    """The per-occurrence views the Keras presets need: values clipped, norms and squares not summed first."""
+    grad = RowSparseGrad((4, 2), np.float64)
+    grad.add(dev(np.array([1, 3])), dev(np.array([[3.0, -1.0], [0.5, 2.0]])))
+    grad.add(dev(np.array([1])), dev(np.array([[1.0, -4.0]])))
+    assert grad.sumsq() == pytest.approx(9 + 1 + 0.25 + 4 + 1 + 16)
+    unique, squared, summed = grad.squares()
+    np.testing.assert_array_equal(host(unique), [1, 3])
+    np.testing.assert_allclose(host(squared), [[10.0, 17.0], [0.25, 4.0]])
+    np.testing.assert_allclose(host(summed), [[4.0, -5.0], [0.5, 2.0]])
+    grad.clip(1.5)
+    np.testing.assert_allclose(host(grad.toDense()), [[0, 0], [2.5, -2.5], [0, 0], [0.5, 1.5]])
+
+
+def test_zero_grad_params_of_a_container_drops_an_embeddings_pending_rows(backend_name):
+    seq = Sequential().append(Embedding(5, 2, rng=np.random.default_rng(0)))
+    seq(np.array([1, 3]))
+    seq.backward(np.ones((2, 2), np.float32))
+    assert len(seq[0].vars["W"].rowGrad) == 2
+    seq.zeroGradParams()
+    assert len(seq[0].vars["W"].rowGrad) == 0

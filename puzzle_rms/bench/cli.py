@@ -13,6 +13,7 @@ from puzzle_rms.bench.goals import format_goals, goal_checks, state_goal_checks
 from puzzle_rms.bench.report import format_case, format_header, load_average, machine_info, write_json
 from puzzle_rms.bench.runner import run_case
 from puzzle_rms.bench.startup import format_startup, numba_startup
+from puzzle_rms.gpu_check import main as gpu_check
 from puzzle_rms.bench.state_case import STATE_SIZES, TINY_STATE_SIZES, format_state, run_state
 
 CASE_CHOICES = FAMILIES + ("state",)
@@ -80,6 +81,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--tiny", action="store_true",
                         help="tiny sizes, few rounds, no start-up measurement (a smoke test, not a measurement)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser.add_argument("--gpu-check", action="store_true",
+                        help="run the GPU check instead (python -m puzzle_rms.gpu_check): gpu tests, then GPU timings")
     args = parser.parse_args(argv)
     tiny = args.tiny
     args.sizes = args.sizes or list(TINY_SIZES if tiny else DEFAULT_SIZES)
@@ -115,6 +118,8 @@ def import_torch(wanted: bool) -> Any:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the benchmark; print one table per case (and the numba start-up); return the exit status."""
     args = parse_args(argv)
+    if args.gpu_check:
+        return gpu_check()
     torch = import_torch(not args.no_torch)
     names = args.backends or backends.available()
     missing = [name for name in names if backends.unavailable_reason(name) is not None]

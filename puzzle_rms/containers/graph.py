@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence, Union
 
+from puzzle_rms import backends
 from puzzle_rms.modules.module import Module, Node
 
 Nodes = Union[Node, Sequence[Node]]
@@ -28,15 +29,20 @@ def _topological(outputs: list[Node]) -> list[Node]:
             elif id(node) not in seen:
                 seen.add(id(node))
                 stack.append((node, True))
-                stack.extend((parent, False) for parent in reversed(node.parents))
+                stack.extend((parent, False) for parent, _ in reversed(node.parents))
     return order
+
+
+def _add(old: Any, new: Any) -> Any:
+    return new if old is None else old + new
 
 
 class Graph(Module):
     r"""Evaluates module nodes in topological order; backward sums the gradients of a node's consumers.
 
     If node :math:`v` feeds the nodes :math:`c_1, \dots, c_k` then
-    :math:`\partial L / \partial y_v = \sum_j \partial L / \partial y_v |_{c_j}` (fan-out).
+    :math:`\partial L / \partial y_v = \sum_j \partial L / \partial y_v |_{c_j}` (fan-out); for a node whose
+    output is a list, per element, with zeros for elements no consumer picked.
 
     Parameters
     ----------
@@ -51,7 +57,7 @@ class Graph(Module):
     Notes
     -----
     A node's module is keyed by its ``name`` when it has one, else by its position in the
-    topological order, so ``getVarTable()`` gives names like ``"0.W"`` or ``"encoder.W"``.
+    topological order, so ``namedVariables()`` gives names like ``"0.W"`` or ``"encoder.W"``.
     """
 
     def __init__(self, inputs: Nodes, outputs: Nodes, name: Optional[str] = None) -> None:
@@ -77,29 +83,76 @@ class Graph(Module):
         if len({id(module) for module in self.modules.values()}) != len(self.modules):
             raise ValueError("Graph: a module appears in two nodes (a module keeps one forward state)")
 
+    def getNodeByName(self, name: str) -> Node:
+        """The node whose module is keyed ``name``."""
+        for key, node in zip(self.modules, self.order):
+            if key == name:
+                return node
+        raise KeyError(f"{self!r}: no node named {name!r}; have {list(self.modules)}")
+
     def updateData(self, data: Any) -> Any:
         data = data if isinstance(data, list) else [data]
         if len(data) != len(self.inputs):
             raise ValueError(f"{self!r}: got {len(data)} input arrays for {len(self.inputs)} input nodes")
         values = {id(node): node.module(x) for node, x in zip(self.inputs, data)}
         for node in self.order:
-            if node.parents:
-                args = [values[id(parent)] for parent in node.parents]
-                values[id(node)] = node.module(args[0] if len(args) == 1 else args)
+            if not node.parents:
+                continue
+            if node.single:
+                args = values[id(node.parents[0][0])]
+            else:
+                args = []
+                for parent, slots in node.parents:
+                    value = values[id(parent)]
+                    args.extend([value] if slots is None else [value[slot] for slot in slots])
+            values[id(node)] = node.module(args)
         outs = [values[id(node)] for node in self.outputs]
         return outs[0] if len(outs) == 1 else outs
 
-    def updateGrad(self, grad: Any) -> Any:
-        grads: dict[int, Any] = {}
+    def backward(self, grad: Any, updParamGrads: bool = True, updGrad: bool = True, scale: float = 1.0,
+                 momentum: float = 1.0) -> Any:
+        """Backward through the nodes in reverse topological order; children accumulate (``momentum=1.0``).
 
-        def accumulate(node: Node, g: Any) -> None:
-            grads[id(node)] = g if id(node) not in grads else grads[id(node)] + g
+        ``updGrad=False`` skips the input nodes' dL/dx. See :meth:`Module.backward` for the arguments.
+        """
+        grad = self._checkedGrad(grad)
+        grads: dict[int, Any] = {}  # id(node) -> dL/d(output): an array, or a list (None: no gradient yet)
+
+        def accumulate(node: Node, slots: Optional[list[int]], g: Any) -> None:
+            out = node.module.data
+            if not isinstance(out, list):
+                grads[id(node)] = _add(grads.get(id(node)), g)
+                return
+            current = grads.setdefault(id(node), [None] * len(out))
+            for slot, value in zip(range(len(out)) if slots is None else slots, g):
+                current[slot] = _add(current[slot], value)
 
         for node, g in zip(self.outputs, grad if len(self.outputs) > 1 else [grad]):
-            accumulate(node, g)
+            accumulate(node, None, g)
+        xp = backends.current().xp
+        inputs = {id(node) for node in self.inputs}
         for node in reversed(self.order):
-            g = node.module.backward(grads[id(node)])
-            for parent, gp in zip(node.parents, [g] if len(node.parents) == 1 else g):
-                accumulate(parent, gp)
+            g = grads.get(id(node))
+            out = node.module.data
+            if isinstance(out, list):
+                g = [xp.zeros_like(o) if gi is None else gi for o, gi in zip(out, g or [None] * len(out))]
+            elif g is None:
+                g = xp.zeros_like(out)
+            gIn = node.module.backward(g, updParamGrads=updParamGrads, updGrad=updGrad or id(node) not in inputs,
+                                       scale=scale, momentum=momentum)
+            if not node.parents:
+                continue
+            if node.single:
+                accumulate(node.parents[0][0], None, gIn)
+                continue
+            position = 0
+            for parent, slots in node.parents:
+                if slots is None:
+                    accumulate(parent, None, gIn[position])
+                    position += 1
+                else:
+                    accumulate(parent, slots, gIn[position:position + len(slots)])
+                    position += len(slots)
         inGrads = [node.module.grad for node in self.inputs]
-        return inGrads[0] if len(inGrads) == 1 else inGrads
+        self.grad = inGrads[0] if len(inGrads) == 1 else inGrads
+        return self.grad

@@ -54,8 +54,22 @@ class Embedding(Module):
     def updateGrad(self, grad: Any) -> None:
         return None
 
-    def accGradParams(self, grad: Any) -> None:
-        self.vars["W"].rowGrad.add(self.inData.reshape(-1), grad.reshape(-1, self.dim))
+    def accGradParams(self, grad: Any, scale: float = 1.0, momentum: float = 0.0) -> None:
+        """Add the rows ``scale * G`` to ``W.rowGrad``; ``momentum`` 0 first drops the pending rows and zeroes
+        the dense ``grad`` (a bare Embedding overwrites), 1 keeps them; other values are refused."""
+        var = self.vars["W"]
+        if momentum not in (0, 1):
+            raise ValueError(f"{self!r}: accGradParams momentum must be 0 or 1 for a row-sparse gradient, "
+                             f"got {momentum!r}")
+        if momentum == 0:
+            var.rowGrad.clear()
+            var.grad.fill(0)
+        var.rowGrad.add(self.inData.reshape(-1), (grad if scale == 1 else scale * grad).reshape(-1, self.dim))
+
+    def zeroGradParams(self) -> None:
+        """Zero the dense gradient and drop the pending rows."""
+        self.vars["W"].grad.fill(0)
+        self.vars["W"].rowGrad.clear()
 
     def calcMode(self, dtype: Any) -> None:
         """As :meth:`Module.calcMode`, keeping ``W`` a RowSparseVariable."""

@@ -5,11 +5,10 @@ from typing import Any, Optional
 
 import numpy as np
 
-from puzzle_rms.modules.module import Module
-from puzzle_rms.validation import check_bool, check_choice, check_real, check_rng, check_size
+from puzzle_rms.modules.init_scheme import createTensorWithScheme
+from puzzle_rms.modules.module import Module, writeGrad
+from puzzle_rms.validation import check_bool, check_real, check_rng, check_size
 from puzzle_rms.variable import Variable
-
-INIT_SCHEMES = ("xavier", "he")
 
 
 class Linear(Module):
@@ -20,12 +19,13 @@ class Linear(Module):
     insize, outsize : int
         Input and output features; ``W`` has shape ``(insize, outsize)`` (PuzzleLib's layout), ``b`` ``(outsize,)``.
     wscale : float
-        Multiplier of the initial weights.
+        Scale of the "gaussian" and "uniform" schemes (ignored by the others, as in PuzzleLib).
     useBias : bool
         Whether to add the bias ``b`` (initialised to zero).
-    initscheme : {"xavier", "he"}, optional
-        ``"xavier"`` (the default): :math:`W \sim U(-a, a)`, :math:`a = \sqrt{6 / (insize + outsize)}`;
-        ``"he"``: :math:`W \sim N(0, 2 / insize)`. Both are then multiplied by ``wscale``.
+    initscheme : str or (str, str), optional
+        PuzzleLib's schemes (:mod:`puzzle_rms.modules.init_scheme`); None (the default) draws
+        :math:`W \sim U(-\sqrt{3 / insize}, \sqrt{3 / insize})`, "xavier" :math:`N(0, 1 / insize)`,
+        "he" :math:`N(0, 2 / insize)`; a pair ``(scheme, "in" | "out" | "avg")`` picks the fan.
     name : str, optional
         Key in a container.
     rng : numpy.random.Generator, optional
@@ -38,21 +38,15 @@ class Linear(Module):
     """
 
     def __init__(self, insize: int, outsize: int, wscale: float = 1.0, useBias: bool = True,
-                 initscheme: Optional[str] = None, name: Optional[str] = None,
+                 initscheme: Any = None, name: Optional[str] = None,
                  rng: Optional[np.random.Generator] = None) -> None:
         super().__init__(name)
         self.insize, self.outsize = check_size("Linear", "insize", insize), check_size("Linear", "outsize", outsize)
         wscale = check_real("Linear", "wscale", wscale)
         self.useBias = check_bool("Linear", "useBias", useBias)
-        initscheme = check_choice("Linear", "initscheme", "xavier" if initscheme is None else initscheme,
-                                  INIT_SCHEMES)
-        gen = np.random if check_rng("Linear", "rng", rng) is None else rng
-        if initscheme == "xavier":
-            bound = np.sqrt(6.0 / (insize + outsize))
-            W = gen.uniform(-bound, bound, size=(insize, outsize))
-        else:
-            W = gen.normal(0.0, np.sqrt(2.0 / insize), size=(insize, outsize))
-        self.setVar("W", Variable((wscale * W).astype(np.float32)))
+        W = createTensorWithScheme("Linear", initscheme, (self.insize, self.outsize), wscale,
+                                   check_rng("Linear", "rng", rng))
+        self.setVar("W", Variable(W))
         if self.useBias:
             self.setVar("b", Variable(np.zeros(outsize, dtype=np.float32)))
 
@@ -75,7 +69,7 @@ class Linear(Module):
     def updateGrad(self, grad: Any) -> Any:
         return grad @ self.W.T
 
-    def accGradParams(self, grad: Any) -> None:
-        self.vars["W"].grad += self.inData.T @ grad
+    def accGradParams(self, grad: Any, scale: float = 1.0, momentum: float = 0.0) -> None:
+        writeGrad(self.vars["W"].grad, self.inData.T @ grad, scale, momentum)
         if self.useBias:
-            self.vars["b"].grad += grad.sum(axis=0)
+            writeGrad(self.vars["b"].grad, grad.sum(axis=0), scale, momentum)

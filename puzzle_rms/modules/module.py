@@ -2,9 +2,10 @@
 
 A module maps an input array to an output array (``__call__``) and maps the
 gradient of a scalar loss L with respect to its output, dL/dy, back to dL/dx
-(``backward``), accumulating dL/dw into each parameter's ``Variable.grad``.
+(``backward``), writing dL/dw into each parameter's ``Variable.grad`` (a bare module
+overwrites, a container accumulates, as in PuzzleLib).
 Subclasses write three hooks, as in PuzzleLib: ``updateData`` (forward),
-``updateGrad`` (dL/dx) and ``accGradParams`` (dL/dw, added in place).
+``updateGrad`` (dL/dx) and ``accGradParams`` (dL/dw, written as ``momentum * grad + scale * dL/dw``).
 """
 from __future__ import annotations
 
@@ -13,14 +14,30 @@ from typing import Any, Optional
 import numpy as np
 
 from puzzle_rms import backends, puzzlelib_hdf
+from puzzle_rms.backends.gpuarray import withGet
 from puzzle_rms.checkpoint import loadModule, saveModule
 from puzzle_rms.validation import check_optional_str
 from puzzle_rms.variable import Variable
 
 
+def _withGet(x: Any) -> Any:
+    """An output or gradient (or a list of them) with PuzzleLib's ``get()``/``set()`` on the CPU backends."""
+    return [_withGet(item) for item in x] if isinstance(x, list) else withGet(x)
+
+
 def _shapes(x: Any) -> Any:
     """The shape of an array, or the list of shapes of a list of arrays."""
     return [_shapes(item) for item in x] if isinstance(x, (list, tuple)) else tuple(x.shape)
+
+
+def writeGrad(out: Any, value: Any, scale: float, momentum: float) -> None:
+    """``out = momentum * out + scale * value`` in place (PuzzleLib's beta/alpha of a parameter gradient)."""
+    if momentum == 0:
+        out[...] = value if scale == 1 else scale * value
+        return
+    if momentum != 1:
+        out *= momentum
+    out += value if scale == 1 else scale * value
 
 
 class Module:
@@ -65,20 +82,44 @@ class Module:
         Arrays are moved to the current backend and floating ones cast to ``calctype``.
         """
         self.inData = self._toCalc(data)
-        self.data = self.updateData(self.inData)
+        self.data = _withGet(self.updateData(self.inData))
         return self.data
 
-    def backward(self, grad: Any) -> Any:
-        """Given dL/dy of the last output, return dL/dx and add dL/dw to every parameter's ``grad`` in place."""
+    def backward(self, grad: Any, updParamGrads: bool = True, updGrad: bool = True, scale: float = 1.0,
+                 momentum: float = 0.0) -> Any:
+        """Given dL/dy of the last output, compute dL/dx and the parameters' dL/dw (PuzzleLib's signature).
+
+        Parameters
+        ----------
+        grad : array or list of arrays
+            dL/dy, in the layout of the last output.
+        updParamGrads : bool
+            Whether to write the parameters' gradients (never in eval mode).
+        updGrad : bool
+            Whether to compute dL/dx (``self.grad`` is None otherwise).
+        scale, momentum : float
+            Each parameter gradient becomes ``momentum * grad + scale * dL/dw``. A bare module's default
+            ``momentum=0.0`` overwrites; containers pass ``momentum=1.0`` so their children accumulate.
+
+        Returns
+        -------
+        dL/dx (also kept in ``self.grad``), or None when ``updGrad`` is False.
+        """
+        grad = self._checkedGrad(grad)
+        self.grad = _withGet(self.updateGrad(grad)) if updGrad else None
+        if updParamGrads and self.train:
+            self.accGradParams(grad, scale=scale, momentum=momentum)
+        return self.grad
+
+    def _checkedGrad(self, grad: Any) -> Any:
+        """``grad`` on the backend in ``calctype``, once its shape matches the last output's."""
         if self.data is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
         grad = self._toCalc(grad)
         if _shapes(grad) != _shapes(self.data):
             raise ValueError(f"{self!r}: grad of shape {_shapes(grad)} does not match the output's shape "
                              f"{_shapes(self.data)}")
-        self.grad = self.updateGrad(grad)
-        self.accGradParams(grad)
-        return self.grad
+        return grad
 
     def updateData(self, data: Any) -> Any:
         """Forward: return y = f(data)."""
@@ -88,8 +129,8 @@ class Module:
         """Return dL/dx = (dy/dx)^T dL/dy for the last input x."""
         raise NotImplementedError
 
-    def accGradParams(self, grad: Any) -> None:
-        """Add dL/dw to each parameter's ``grad`` in place (nothing for modules without parameters)."""
+    def accGradParams(self, grad: Any, scale: float = 1.0, momentum: float = 0.0) -> None:
+        """Set each parameter's ``grad`` to ``momentum * grad + scale * dL/dw`` (nothing without parameters)."""
 
     def _toCalc(self, x: Any) -> Any:
         if isinstance(x, (list, tuple)):
@@ -99,12 +140,62 @@ class Module:
         return x.astype(self.calctype, copy=False) if x.dtype.kind == "f" else x
 
     # --- parameters -----------------------------------------------------------------------------
-    def getVarTable(self) -> dict[str, Variable]:
-        """All parameters, keyed by dotted path: ``"W"`` here, ``"0.W"`` for child ``"0"``, and so on."""
+    def namedVariables(self) -> dict[str, Variable]:
+        """All parameters, keyed by dotted path: ``"W"`` here, ``"0.W"`` for child ``"0"``, and so on.
+
+        What optimizers, checkpoints and the HDF5 files key by; a Variable shared by two modules appears
+        under each of its paths.
+        """
         table = dict(self.vars)
         for childName, child in self.modules.items():
-            table.update({f"{childName}.{name}": var for name, var in child.getVarTable().items()})
+            table.update({f"{childName}.{name}": var for name, var in child.namedVariables().items()})
         return table
+
+    def getVarTable(self) -> dict[Variable, list[str]]:
+        """PuzzleLib's table: each distinct Variable mapped to the list of its dotted paths (see :meth:`namedVariables`)."""
+        table: dict[Variable, list[str]] = {}
+        for name, var in self.namedVariables().items():
+            table.setdefault(var, []).append(name)
+        return table
+
+    def zeroGradParams(self) -> None:
+        """Set every parameter's gradient to zero, here and in every child."""
+        for var in self.vars.values():
+            if var.grad is not None:
+                var.grad.fill(0)
+        for child in self.modules.values():
+            child.zeroGradParams()
+
+    def updateParams(self, learnRate: float) -> None:
+        """A plain gradient step on every parameter: ``w -= learnRate * grad`` (PuzzleLib adds, as its
+        gradients carry the negative sign; here gradients are dL/dw)."""
+        for var in self.getVarTable():
+            if var.grad is not None:
+                var.data -= var.dtype.type(learnRate) * var.grad
+
+    def numOfParams(self) -> int:
+        """The number of scalar parameters (each shared Variable counted once)."""
+        return sum(var.size for var in self.getVarTable())
+
+    def paramSize(self, unit: Optional[str] = None) -> float:
+        """The parameters' size in bytes, or in ``unit`` "kb" or "mb" (1024 and 1024**2 bytes)."""
+        size = sum(var.size * var.dtype.itemsize for var in self.getVarTable())
+        if unit is None:
+            return size
+        divider = {"kb": 1024, "mb": 1024 ** 2}.get(unit)
+        if divider is None:
+            raise ValueError(f"{self!r}: paramSize unit must be None, 'kb' or 'mb', got {unit!r}")
+        return size / divider
+
+    def getByName(self, name: str) -> Optional[Module]:
+        """The child module keyed ``name`` here or, searched depth-first, in any descendant; None if none."""
+        if name in self.modules:
+            return self.modules[name]
+        for child in self.modules.values():
+            found = child.getByName(name)
+            if found is not None:
+                return found
+        return None
 
     def _owner(self, name: str) -> tuple[Module, str]:
         """The module that holds the variable with dotted path ``name``, and its local name there."""
@@ -112,10 +203,10 @@ class Module:
         return self.modules[head]._owner(rest) if dot and head in self.modules else (self, name)
 
     def getVar(self, name: str) -> Variable:
-        """The Variable at dotted path ``name`` (a key of ``getVarTable()``)."""
+        """The Variable at dotted path ``name`` (a key of ``namedVariables()``)."""
         owner, local = self._owner(name)
         if local not in owner.vars:
-            raise KeyError(f"{self!r}: no variable {name!r}; have {sorted(self.getVarTable())}")
+            raise KeyError(f"{self!r}: no variable {name!r}; have {sorted(self.namedVariables())}")
         return owner.vars[local]
 
     def setVar(self, name: str, var: Variable) -> None:
@@ -157,14 +248,15 @@ class Module:
         self.calctype = np.dtype(dtype)
         for name, var in self.vars.items():
             if var.dtype != self.calctype:
-                self.vars[name] = Variable(var.data.astype(self.calctype), grad=var.grad.astype(self.calctype),
-                                           name=var.name, learnRate=var.learnRate)
+                self.vars[name] = Variable(var.data.astype(self.calctype), name=var.name,
+                                           grad=None if var.grad is None else var.grad.astype(self.calctype),
+                                           learnRate=var.learnRate)
         for child in self.modules.values():
             child.calcMode(dtype)
 
     # --- checkpoints ----------------------------------------------------------------------------
     def save(self, path: str) -> None:
-        """Write every parameter (``getVarTable()``) to ``path``, an .npz file, atomically.
+        """Write every parameter (``namedVariables()``) to ``path``, an .npz file, atomically.
 
         See :mod:`puzzle_rms.checkpoint`; ``saveTraining`` saves the module with its optimizer.
         A path ending in .hdf/.h5/.hdf5 gets PuzzleLib's HDF5 layout (:mod:`puzzle_rms.puzzlelib_hdf`).
@@ -179,23 +271,44 @@ class Module:
         (puzzlelib_hdf.loadModule if puzzlelib_hdf.isHdfPath(path) else loadModule)(path, self)
 
     # --- graphs ---------------------------------------------------------------------------------
-    def node(self, *parents: Node) -> Node:
+    def node(self, *parents: Any) -> Node:
         """This module as a graph node fed by ``parents`` (none for an input node).
 
-        One parent passes its output as this module's input; several pass the list of their outputs.
+        A parent is a Node (its whole output) or a pair ``(node, slot)`` / ``(node, [slots])`` picking
+        elements of a node whose output is a list (PuzzleLib's form). One whole parent passes its output as
+        this module's input; otherwise the input is the list of the picked outputs, in order.
         """
         return Node(self, parents)
 
 
 class Node:
-    """A module's place in a :class:`~puzzle_rms.containers.Graph`: the module and the nodes feeding it."""
+    """A module's place in a :class:`~puzzle_rms.containers.Graph`: the module and what feeds it.
+
+    ``parents`` holds ``(node, slots)`` pairs: ``slots`` None for a parent's whole output, else the list of
+    indices picked from its list output.
+    """
 
     def __init__(self, module: Module, parents: tuple = ()) -> None:
-        for parent in parents:
-            if not isinstance(parent, Node):
-                raise TypeError(f"{module!r}.node: parents must be Nodes, got {type(parent).__name__}")
         self.module = module
-        self.parents = tuple(parents)
+        self.parents: list[tuple[Node, Optional[list[int]]]] = []
+        for parent in parents:
+            node, slots = (parent, None) if isinstance(parent, Node) else _parentPair(module, parent)
+            self.parents.append((node, slots))
+
+    @property
+    def single(self) -> bool:
+        """Whether the module's input is one parent's whole output (not a list of picked outputs)."""
+        return len(self.parents) == 1 and self.parents[0][1] is None
 
     def __repr__(self) -> str:
         return f"Node({self.module!r})"
+
+
+def _parentPair(module: Module, parent: Any) -> tuple[Node, list[int]]:
+    if not (isinstance(parent, tuple) and len(parent) == 2 and isinstance(parent[0], Node)):
+        raise TypeError(f"{module!r}.node: parents must be Nodes or (Node, slot) pairs, got {parent!r}")
+    node, slots = parent
+    slots = slots if isinstance(slots, list) else [slots]
+    if not slots or not all(isinstance(slot, int) and not isinstance(slot, bool) and slot >= 0 for slot in slots):
+        raise TypeError(f"{module!r}.node: slots must be an int >= 0 or a non-empty list of them, got {parent[1]!r}")
+    return node, slots

@@ -25,6 +25,7 @@ class ParamGroup:
     names: list[str]
     variables: list[Variable]
     learnRate: Any = None
+    learnRateScale: float = 1.0
     weightDecay: Optional[float] = None
     decoupledWeightDecay: Optional[float] = None
     decayFilter: Optional[Callable[[str], bool]] = None
@@ -63,8 +64,8 @@ class Bucket:
         self.stateDtype = state_dtype(self.dtype)
         self.flat = flat
         self.sizes = np.array([v.size for v in variables], dtype=np.int64)
-        self.offsets = np.cumsum(self.sizes) - self.sizes
-        self.size = int(self.sizes.sum())
+        self.offsets = segment_offsets(self.sizes, 2 if self.dtype == np.float16 else 1)
+        self.size = int(self.offsets[-1] + self.sizes[-1])
         self.rowSegments = [i for i, var in enumerate(variables) if isinstance(var, RowSparseVariable)]
         self.lazyRows = lazyRows and bool(self.rowSegments)
         denseSizes = self.sizes.copy()
@@ -113,6 +114,26 @@ class Bucket:
             self.variables[0].grad.fill(0)
         for i in self.rowSegments:
             self.variables[i].rowGrad.clear()
+
+    def clipGrads(self, limit: float) -> None:
+        """Clip the dense gradients and every pending row occurrence to ``[-limit, limit]`` in place."""
+        grads = self.grads()
+        self.backend.xp.clip(grads, -limit, limit, out=grads)
+        for i in self.rowSegments:
+            self.variables[i].rowGrad.clip(limit)
+
+    def pendingRowSumsq(self) -> np.ndarray:
+        """Per segment, the sum of squares of its pending row occurrences (repeated rows not summed first)."""
+        sums = np.zeros(self.sizes.size)
+        for i in self.rowSegments:
+            sums[i] = self.variables[i].rowGrad.sumsq()
+        return sums
+
+    def pendingRowSquares(self) -> list[tuple[int, Any, Any, Any]]:
+        """``(segment, unique indices, summed squared occurrences, summed occurrences)`` of each
+        RowSparseVariable with pending rows."""
+        parts = [(i, *self.variables[i].rowGrad.squares()) for i in self.rowSegments]
+        return [part for part in parts if part[1].shape[0]]
 
     def sparseRows(self) -> Optional["RowsView"]:
         """Take in the pending row-sparse gradients of this bucket's RowSparseVariables.
@@ -196,14 +217,24 @@ class RowsView:
     def grads(self) -> Any:
         return self.g
 
-    def segmentSumsq(self) -> np.ndarray:
-        """Sum of squares of the rows, per segment of the bucket (zero for segments without rows)."""
-        perRow = self.bucket.backend.segment_sumsq(self.g, self.layout)
+    def segmentSums(self, perRow: np.ndarray) -> np.ndarray:
+        """Per segment of the bucket, the sum of ``perRow`` (one value per listed row, e.g. the rows' sums of
+        squares from ``segment_sumsq(grads(), layout)``) over its rows; zero for segments without rows."""
         return np.bincount(self.rowSegment, weights=perRow, minlength=self.bucket.sizes.size)
 
     def segParams(self, bucketParams: Any) -> Any:
         """The bucket's per-segment parameter table repeated for each row's segment."""
         return bucketParams[self._rowSegmentDevice]
+
+
+def segment_offsets(sizes: np.ndarray, align: int) -> np.ndarray:
+    """Start of each segment in a flat buffer: back to back, each start rounded up to a multiple of ``align``.
+
+    float16 buckets use ``align=2``, so that every segment starts 4-byte aligned and the GPU kernel can move
+    neighbouring pairs as one 32-bit word (half2) after an odd-sized tensor too; the gaps are never read.
+    """
+    padded = -(-np.asarray(sizes, dtype=np.int64) // align) * align
+    return np.cumsum(padded) - padded
 
 
 def _runs(offsets: np.ndarray, sizes: np.ndarray) -> list[tuple[int, int]]:

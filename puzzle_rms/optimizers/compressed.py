@@ -9,7 +9,8 @@ Which buffer takes which code (:mod:`puzzle_rms.backends.compressed_state` state
 ``ms`` is non-negative and what the step divides by, so an unsigned code relative to its block's
 maximum keeps its large values precise, and the stochastic rounding keeps its small ones unbiased.
 ``mg`` and ``mom`` change sign and are not bounded by their block's maximum in any useful way, so
-they keep bfloat16's per-element exponent. ``master`` weights (float16 parameters) stay float32.
+they keep bfloat16's per-element exponent. ``master`` weights (float16 parameters) stay float32, and
+so do the buffers of gradient accumulation (``acc``) and of the parameter average (``ema``).
 
 The 8-bit ``ms`` has one float32 scale per 256 elements of each Variable (``msScale``, shape
 ``(ceil(size / 256),)``), so a Variable's state is the same in global and local state and a
@@ -41,7 +42,7 @@ class CompressedState:
     Parameters
     ----------
     bucket : Bucket
-        Its ``state`` entries named in ``stateInit`` are replaced (``master`` is kept).
+        Its ``state`` entries ``ms``, ``mg``, ``mom`` are replaced (the others are kept).
     stateDtype : {"bfloat16", "int8"}
     stateInit : dict
         Name -> initial value (``ms`` starts at ``initialMeanSquare``, encoded exactly: bfloat16 rounds it
@@ -55,6 +56,8 @@ class CompressedState:
         self.scales: Optional[Any] = None
         self.scaleStarts: Optional[Any] = None
         for name, value in stateInit.items():
+            if name not in ("ms", "mg", "mom"):  # other buffers (gradient accumulation, the average) stay float
+                continue
             if name == "ms" and self.eight:
                 self.scaleOffsets = scale_offsets(bucket.sizes)
                 bucket.state["ms"] = backend.full(bucket.size, 255 if value > 0 else 0, np.uint8)

@@ -41,13 +41,14 @@ class NonFiniteGradientError(FloatingPointError):
 NON_FINITE_POLICIES = ("raise", "skip", "ignore")
 SPARSE_UPDATES = ("dense", "lazy")
 NODEINFO_METHODS = ("broadcast", "allreduceMean", "checkSame")
-GROUP_KEYS = ("params", "learnRate", "weightDecay", "decoupledWeightDecay", "decayFilter")
+SPARSE_DUPLICATES = ("sum", "clip-per-occurrence", "square-per-occurrence")
+GROUP_KEYS = ("params", "learnRate", "learnRateScale", "weightDecay", "decoupledWeightDecay", "decayFilter")
 
 
 def _named_variables(target: Any, owner: str) -> list[tuple[str, Variable]]:
     """(name, Variable) pairs of a Module, a dict of Variables or a list of Variables."""
-    if hasattr(target, "getVarTable"):
-        items = list(target.getVarTable().items())
+    if hasattr(target, "namedVariables"):
+        items = list(target.namedVariables().items())
     elif isinstance(target, dict):
         items = list(target.items())
     elif isinstance(target, (list, tuple)):
@@ -58,6 +59,9 @@ def _named_variables(target: Any, owner: str) -> list[tuple[str, Variable]]:
     for name, var in items:
         if not isinstance(var, Variable):
             raise TypeError(f"{owner}.setupOn: {name!r} is a {type(var).__name__}, expected a Variable")
+        if var.grad is None:
+            raise ValueError(f"{owner}.setupOn: variable {name!r} has no gradient (made with withgrad=False); "
+                             "expected trainable Variables only")
     return items
 
 def _match_state(owner: str, views: dict[str, dict[str, Any]], arrays: Any) -> list[tuple[Any, np.ndarray]]:
@@ -126,6 +130,12 @@ class Optimizer:
         numbers as a dense gradient; Keras 3); "lazy" updates only the listed rows and their state, in
         one extra kernel call over those rows (TF1 and MindSpore sparse ops). Norm clipping and the
         finiteness check see the rows either way.
+    sparseDuplicates : {"sum", "clip-per-occurrence", "square-per-occurrence"}
+        What the clipping (and the rule's state) sees of a row that a row-sparse gradient lists more
+        than once: "sum" (the rows are summed first, as a dense gradient would hold them);
+        "clip-per-occurrence" (Keras 2: the norms count each occurrence on its own and the value clip
+        applies to each occurrence, then the rows are summed); "square-per-occurrence" (Keras 3 on
+        TensorFlow: as clip-per-occurrence, and the mean square adds each occurrence's square).
 
     Attributes
     ----------
@@ -137,11 +147,13 @@ class Optimizer:
         ``nonFinite="skip"``.
     """
 
-    HYPERPARAMETERS: tuple[str, ...] = ("learnRate", "lossScale", "clipNorm", "globalClipNorm", "sparseUpdate")
+    HYPERPARAMETERS: tuple[str, ...] = ("learnRate", "lossScale", "clipNorm", "globalClipNorm", "sparseUpdate",
+                                        "sparseDuplicates")
+    ATTRS: tuple[str, ...] = ("learnRate",)  # PuzzleLib's attributes: what setAttr may set, getAttrDict reports
 
     def __init__(self, learnRate: Any = 1e-3, nodeinfo: Any = None, lossScale: Union[float, DynamicLossScale] = 1.0,
                  clipNorm: Optional[float] = None, globalClipNorm: Optional[float] = None,
-                 nonFinite: str = "raise", sparseUpdate: str = "dense") -> None:
+                 nonFinite: str = "raise", sparseUpdate: str = "dense", sparseDuplicates: str = "sum") -> None:
         owner = type(self).__name__
         self.learnRate = validate_learn_rate(owner, learnRate)
         if not isinstance(lossScale, DynamicLossScale):
@@ -151,6 +163,10 @@ class Optimizer:
         self.globalClipNorm = check_optional_positive(owner, "globalClipNorm", globalClipNorm)
         self.nonFinite = check_choice(owner, "nonFinite", nonFinite, NON_FINITE_POLICIES)
         self.sparseUpdate = check_choice(owner, "sparseUpdate", sparseUpdate, SPARSE_UPDATES)
+        self.sparseDuplicates = check_choice(owner, "sparseDuplicates", sparseDuplicates, SPARSE_DUPLICATES)
+        if nodeinfo is not None and sparseDuplicates != "sum":
+            raise ValueError(f"{owner}: sparseDuplicates={sparseDuplicates!r} is not supported with nodeinfo; "
+                             f"use 'sum'")
         if nodeinfo is not None and not all(callable(getattr(nodeinfo, m, None)) for m in NODEINFO_METHODS):
             raise TypeError(f"{owner}: nodeinfo must be None or a NodeInfo (with methods {', '.join(NODEINFO_METHODS)}"
                             f"), got {nodeinfo!r} ({type(nodeinfo).__name__})")
@@ -161,6 +177,7 @@ class Optimizer:
         self.buckets: list[Bucket] = []
         self.backend: Optional[backends.Backend] = None
         self.useGlobalState = False
+        self.hooks: list[Any] = []
 
     # --- what subclasses provide ----------------------------------------------------------------
     def stateInit(self) -> dict[str, float]:
@@ -178,13 +195,25 @@ class Optimizer:
     def masterWeights(self) -> bool:
         return False
 
+    def preClipValue(self) -> Optional[float]:
+        """A value clip that :meth:`update` runs on the gradients (and each pending row) in place before
+        measuring norms and summing repeated rows; None for none (the rule's kernel clips, if at all)."""
+        return None
+
+    def adjustRows(self, bucket: Bucket, squares: Any, segScale: np.ndarray) -> None:
+        """With sparseDuplicates "square-per-occurrence": account for ``squares`` (per bucket,
+        ``(segment, indices, sum of squared occurrences, sum of occurrences)`` of each row-sparse segment)
+        before the kernel step; ``segScale`` is the kernel's gradient scale of each segment."""
+        raise NotImplementedError(f"{type(self).__name__} does not support sparseDuplicates='square-per-occurrence'")
+
     # --- setup ----------------------------------------------------------------------------------
     def setupOn(self, target: Any, useGlobalState: bool = False) -> None:
         """Attach to the parameters of ``target`` and allocate the optimizer state.
 
         ``target`` is a Module, a dict or list of Variables, or a list of parameter-group dicts
-        ``{"params": <Module|dict|list>, "learnRate": ..., "weightDecay": ..., "decoupledWeightDecay": ...,
-        "decayFilter": ...}``. With ``useGlobalState=True`` all parameters of one dtype are packed into
+        ``{"params": <Module|dict|list>, "learnRate": ..., "learnRateScale": ..., "weightDecay": ...,
+        "decoupledWeightDecay": ..., "decayFilter": ...}`` (``learnRateScale`` >= 0 multiplies the group's
+        learning rate or schedule, as Paddle's group ``learning_rate`` does). With ``useGlobalState=True`` all parameters of one dtype are packed into
         one flat buffer (the Variables become views of it) and one kernel call updates them all.
         """
         owner = type(self).__name__
@@ -245,6 +274,7 @@ class Optimizer:
             group = ParamGroup(
                 names=[name for name, _ in items], variables=[var for _, var in items],
                 learnRate=None if lr is None else validate_learn_rate(owner, lr),
+                learnRateScale=check_range(owner, "learnRateScale", spec.get("learnRateScale", 1.0), 0.0),
                 weightDecay=check_range(owner, "weightDecay", spec.get("weightDecay", defaults["weightDecay"]), 0.0),
                 decoupledWeightDecay=check_range(owner, "decoupledWeightDecay",
                                                  spec.get("decoupledWeightDecay", defaults["decoupledWeightDecay"]), 0.0),
@@ -316,45 +346,106 @@ class Optimizer:
         step = self.t if step is None else step
         owner = type(self).__name__
         return np.array([learn_rate_at(owner, self.learnRate if g.learnRate is None else g.learnRate, step)
-                         for g in self.groups])
+                         * g.learnRateScale for g in self.groups])
 
-    def update(self) -> bool:
+    # --- PuzzleLib's attribute and hook interface ------------------------------------------------
+    def setAttr(self, name: str, value: Any) -> None:
+        """Set PuzzleLib attribute ``name`` (one of :attr:`ATTRS`, e.g. ``learnRate``, ``factor``, ``momRate``),
+        checked as the constructor checks it; the next update uses it."""
+        owner = f"{type(self).__name__}.setAttr"
+        if name not in self.ATTRS:
+            raise ValueError(f"{owner}: unknown attribute {name!r}; expected one of {', '.join(self.ATTRS)}")
+        if name == "learnRate":
+            value = validate_learn_rate(owner, value)
+        elif name == "epsilon":
+            value = check_range(owner, name, value, 0.0, lowOpen=True)
+        elif name == "momRate":
+            value = check_range(owner, name, value, 0.0, 1.0, highOpen=True)
+            if (value > 0) != (getattr(self, name) > 0):
+                raise ValueError(f"{owner}: momRate {value!r} would switch the momentum buffer "
+                                 f"{'off' if value == 0 else 'on'}; build a new optimizer for that")
+        else:
+            value = check_range(owner, name, value, 0.0, 1.0)
+        setattr(self, name, value)
+
+    def getAttrDict(self) -> dict[str, Any]:
+        """PuzzleLib's attributes (:attr:`ATTRS`) and the update counter ``t``."""
+        return {**{name: getattr(self, name) for name in self.ATTRS}, "t": self.t}
+
+    def addHook(self, hook: Any) -> None:
+        """Call ``hook(var, state)`` on every optimized Variable before each update (e.g.
+        :class:`~puzzle_rms.optimizers.hooks.WeightDecay`, which adds to ``var.grad``), in either state mode."""
+        if not callable(hook):
+            raise TypeError(f"{type(self).__name__}.addHook: hook must be callable(var, state), got {hook!r}")
+        self.hooks.append(hook)
+
+    def update(self, useStreams: bool = False, sync: bool = True) -> bool:
         """Apply one update to every parameter from its gradient.
 
-        Returns True when the step was applied, False when it was skipped (non-finite gradient with
-        ``nonFinite="skip"`` or a dynamic loss scale). Raises NonFiniteGradientError (``nonFinite="raise"``)
-        before anything is modified.
+        ``useStreams`` and ``sync`` are PuzzleLib's and change nothing here (one fused kernel call per bucket).
+        Hooks (:meth:`addHook`) run first. Returns True when the step was applied, False when it was skipped
+        (non-finite gradient with ``nonFinite="skip"`` or a dynamic loss scale). Raises NonFiniteGradientError
+        (``nonFinite="raise"``) before any parameter or state is modified.
         """
         self._require_setup("update")
+        if self.hooks:
+            states = self.stateArrays()
+            for hook in self.hooks:
+                for name, var in self.variables():
+                    hook(var, states[name])
         for bucket in self.buckets:
             if not bucket.flat:
                 self._check_local_grad(bucket)
         groupLr = self.currentLearnRates()
         groupWd = np.array([g.weightDecay for g in self.groups])
         groupWdd = np.array([g.decoupledWeightDecay for g in self.groups])
+        gradScale = 1.0 / self.lossScaleValue
+        dynamic = isinstance(self.lossScale, DynamicLossScale)
+        preClip = self.preClipValue()
+        if preClip is not None:  # in the units of g / lossScale, as the kernel clips
+            if self.nonFinite != "ignore" or dynamic:  # check before the clip would turn inf into the limit
+                raw = [self.backend.segment_sumsq(bucket.grads(), bucket.layout) + bucket.pendingRowSumsq()
+                       for bucket in self.buckets]
+                if not self._finite(raw, dynamic):
+                    return False
+            for bucket in self.buckets:
+                bucket.clipGrads(preClip / gradScale)
+        needSums = self.nonFinite != "ignore" or dynamic or self.clipNorm is not None or self.globalClipNorm is not None
+        occurrences = self.sparseDuplicates != "sum"
+        sums = None
+        if needSums and occurrences:  # every row occurrence on its own, before repeated rows are summed
+            sums = [self.backend.segment_sumsq(bucket.grads(), bucket.layout) + bucket.pendingRowSumsq()
+                    for bucket in self.buckets]
+        squares = [bucket.pendingRowSquares() if self.sparseDuplicates == "square-per-occurrence" else None
+                   for bucket in self.buckets]
         rowViews = [bucket.sparseRows() for bucket in self.buckets]  # dense mode: rows join the dense gradients
         if self.nodeinfo is not None:
             for bucket in self.buckets:
                 self.nodeinfo.allreduceMean(bucket.grads(), f"gradient mean of the {bucket.dtype} bucket, "
                                                             f"update {self.t + 1}")
-        gradScale = 1.0 / self.lossScaleValue
-        dynamic = isinstance(self.lossScale, DynamicLossScale)
-        sums = None
-        if self.nonFinite != "ignore" or dynamic or self.clipNorm is not None or self.globalClipNorm is not None:
-            sums = [self.backend.segment_sumsq(bucket.grads(), bucket.layout)
-                    + (0.0 if rows is None else rows.segmentSumsq()) for bucket, rows in zip(self.buckets, rowViews)]
+        if needSums:
+            if sums is None:  # one reduction pass per buffer, all results to the host at once
+                rowPairs = [(rows.grads(), rows.layout) for rows in rowViews if rows is not None]
+                allSums = self.backend.segment_sumsq_many([(b.grads(), b.layout) for b in self.buckets] + rowPairs)
+                perRow = iter(allSums[len(self.buckets):])
+                sums = [s + (0.0 if rows is None else rows.segmentSums(next(perRow)))
+                        for s, rows in zip(allSums, rowViews)]
             if not self._finite(sums, dynamic):
                 return False
         globalFactor = 1.0
         if self.globalClipNorm is not None:
             norm = math.sqrt(sum(float(s.sum()) for s in sums)) * gradScale
             globalFactor = min(1.0, self.globalClipNorm / norm) if norm > 0 else 1.0
-        for bucket, rows, bucketSums in zip(self.buckets, rowViews,
-                                            sums if sums is not None else [None] * len(self.buckets)):
+        for bucket, rows, bucketSums, bucketSquares in zip(self.buckets, rowViews,
+                                                           sums if sums is not None else [None] * len(self.buckets),
+                                                           squares):
             clipFactors = None
             if self.clipNorm is not None:
                 norms = np.sqrt(bucketSums) * gradScale
                 clipFactors = self.clipNorm / np.maximum(norms, self.clipNorm)  # min(1, clipNorm / norm), 1 at norm 0
+            if bucketSquares:
+                segScale = gradScale * globalFactor * (1.0 if clipFactors is None else clipFactors)
+                self.adjustRows(bucket, bucketSquares, np.broadcast_to(segScale, bucket.sizes.shape))
             segParams = bucket.segParams(groupLr, groupWd, groupWdd, clipFactors)
             self.step(bucket, segParams, gradScale * globalFactor)
             if rows is not None:
@@ -425,7 +516,8 @@ class Optimizer:
         settings = {name: describe(getattr(self, name)) for name in self.HYPERPARAMETERS}
         settings["class"] = type(self).__qualname__
         settings["groups"] = [
-            {"names": list(group.names), "learnRate": describe(group.learnRate), "weightDecay": group.weightDecay,
+            {"names": list(group.names), "learnRate": describe(group.learnRate),
+             "learnRateScale": group.learnRateScale, "weightDecay": group.weightDecay,
              "decoupledWeightDecay": group.decoupledWeightDecay, "decayFilter": describe(group.decayFilter)}
             for group in groups
         ]

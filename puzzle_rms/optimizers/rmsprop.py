@@ -39,22 +39,26 @@ class RMSProp(Optimizer):
     learnRate : float, callable, sequence or schedule
         Step size (see :mod:`puzzle_rms.optimizers.schedules`).
     factor : float
-        Decay ``rho`` of the running mean square, in [0, 1].
+        Decay ``rho`` of the running mean square, >= 0; normally in [0, 1] (MindSpore also accepts > 1,
+        where the running mean extrapolates; the presets check their framework's own range).
     epsilon : float
-        Added to the denominator; must be > 0.
+        Added to the denominator; must be >= 0 (0 as torch and TF1 allow: a zero gradient with a zero mean
+        square then gives NaN, as there).
     epsInSqrt : bool
         Default False: ``sqrt(ms) + eps``, what PuzzleLib's code does (its docs write eps inside the
         root) and PyTorch does, so a PuzzleLib script gets its own numbers. True puts eps inside the
         root (TF, Keras 3, MindSpore, MXNet centered, optax).
     momentum : float
-        Heavy-ball momentum ``mu`` in [0, 1); 0 keeps no momentum buffer.
+        Heavy-ball momentum ``mu`` >= 0 (>= 1 accumulates without decay, as torch allows); 0 keeps no
+        momentum buffer.
     lrInMomentum : bool
         Whether lr multiplies inside the momentum buffer (True, TF/Keras) or outside (False, PyTorch).
     nesterov : bool
         Nesterov momentum as optax applies it (needs momentum > 0).
     centered : bool
         Graves' centered variant; the variance is clamped at 0 before the root (a deliberate
-        improvement: the frameworks return NaN when rounding makes it negative).
+        difference: where rounding makes it negative the frameworks give NaN, or with eps inside the
+        root and ``v + eps > 0`` a smaller denominator; MindSpore's CPU kernel skips the element).
     initialMeanSquare : float
         Starting value of ``ms`` (0 in most frameworks, 1 in TF1 and MindSpore).
     biasCorrection : bool
@@ -77,17 +81,34 @@ class RMSProp(Optimizer):
         For float16 parameters, keep float32 master weights that the kernel updates (the float16
         parameters are rounded copies). State is float32 for float16 parameters either way, and the
         parameter dtype otherwise.
-    nodeinfo, lossScale, clipNorm, globalClipNorm, nonFinite, sparseUpdate
+    clipValueFirst : bool
+        Clip gradient values before the norm clipping measures them (Keras 2 legacy), and, with
+        ``sparseDuplicates="clip-per-occurrence"``, clip each row occurrence before repeated rows are
+        summed. Either way the value clip then runs on the gradient buffers in place, before the kernel.
+    gradientAccumulationSteps : int
+        Keras 3: ``update()`` calls that only add the gradients into an accumulator (and return False),
+        until every ``n``-th call updates with the mean ``(g + accumulated) / n``. Learning-rate schedules
+        see the call count (update ``k`` happens at call ``k*n + n - 1``), as Keras' iterations do.
+    emaMomentum : float, optional
+        Keep an exponential moving average of the parameters, ``ema = m * ema + (1 - m) * w`` after
+        every ``update()`` call (Keras ``use_ema``/``ema_momentum``), in the state buffer ``ema``.
+    emaOverwriteFrequency : int, optional
+        Overwrite the parameters with their average after the calls where ``(iteration + 1)`` is a
+        multiple of it (``iteration`` counts updates from 0, as Keras' ``iterations``).
+    emaStart : {"first-update", "initial-weights"}
+        Where the average starts: at the parameters after the first update (Keras 3: momentum 0 on
+        iteration 0) or at the parameters before it (Keras 2).
+    nodeinfo, lossScale, clipNorm, globalClipNorm, nonFinite, sparseUpdate, sparseDuplicates
         See :class:`Optimizer`.
     """
 
+    ATTRS = ("learnRate", "factor", "epsilon")
     HYPERPARAMETERS = Optimizer.HYPERPARAMETERS + (
         "factor", "epsilon", "epsInSqrt", "momentum", "lrInMomentum", "nesterov", "centered", "initialMeanSquare",
         "biasCorrection", "weightDecay", "decoupledWeightDecay", "decayFilter", "wdBeforeClip", "clipValue",
-        "clipWeights", "maximize", "useMasterWeights", "stateDtype", "stateSeed",
+        "clipWeights", "maximize", "useMasterWeights", "clipValueFirst", "gradientAccumulationSteps", "emaMomentum",
+        "emaOverwriteFrequency", "emaStart", "stateDtype", "stateSeed",
     )
-    # what checkpoints written before these hyperparameters existed meant by their absence
-    HYPERPARAMETER_DEFAULTS = {"stateDtype": "float32", "stateSeed": 0}
 
     def __init__(self, learnRate: Any = 1e-3, factor: float = 0.9, epsilon: float = 1e-5, nodeinfo: Any = None,
                  *, epsInSqrt: bool = False, momentum: float = 0.0, lrInMomentum: bool = True,
@@ -97,14 +118,18 @@ class RMSProp(Optimizer):
                  clipValue: Optional[float] = None, clipWeights: Optional[float] = None, maximize: bool = False,
                  masterWeights: bool = False, lossScale: Union[float, DynamicLossScale] = 1.0,
                  clipNorm: Optional[float] = None, globalClipNorm: Optional[float] = None,
-                 nonFinite: str = "raise", sparseUpdate: str = "dense", stateDtype: str = "float32",
+                 nonFinite: str = "raise", sparseUpdate: str = "dense", sparseDuplicates: str = "sum",
+                 clipValueFirst: bool = False, gradientAccumulationSteps: int = 1,
+                 emaMomentum: Optional[float] = None, emaOverwriteFrequency: Optional[int] = None,
+                 emaStart: str = "first-update", stateDtype: str = "float32",
                  stateSeed: int = 0) -> None:
-        super().__init__(learnRate, nodeinfo, lossScale, clipNorm, globalClipNorm, nonFinite, sparseUpdate)
+        super().__init__(learnRate, nodeinfo, lossScale, clipNorm, globalClipNorm, nonFinite, sparseUpdate,
+                         sparseDuplicates)
         owner = "RMSProp"
-        self.factor = check_range(owner, "factor", factor, 0.0, 1.0)
-        self.epsilon = check_range(owner, "epsilon", epsilon, 0.0, lowOpen=True)
+        self.factor = check_range(owner, "factor", factor, 0.0)
+        self.epsilon = check_range(owner, "epsilon", epsilon, 0.0)
         self.epsInSqrt = check_bool(owner, "epsInSqrt", epsInSqrt)
-        self.momentum = check_range(owner, "momentum", momentum, 0.0, 1.0, highOpen=True)
+        self.momentum = check_range(owner, "momentum", momentum, 0.0)
         self.lrInMomentum = check_bool(owner, "lrInMomentum", lrInMomentum)
         self.nesterov = check_bool(owner, "nesterov", nesterov)
         if nesterov and momentum == 0:
@@ -124,19 +149,32 @@ class RMSProp(Optimizer):
         self.clipWeights = check_optional_positive(owner, "clipWeights", clipWeights)
         self.maximize = check_bool(owner, "maximize", maximize)
         self.useMasterWeights = check_bool(owner, "masterWeights", masterWeights)
+        self.clipValueFirst = check_bool(owner, "clipValueFirst", clipValueFirst)
+        if sparseDuplicates == "square-per-occurrence" and factor == 0:
+            raise ValueError(f"{owner}: sparseDuplicates='square-per-occurrence' needs factor > 0, got factor=0")
+        self.gradientAccumulationSteps = check_int(owner, "gradientAccumulationSteps", gradientAccumulationSteps, 1)
+        if self.gradientAccumulationSteps > 1 and sparseUpdate == "lazy":
+            raise ValueError(f"{owner}: gradientAccumulationSteps > 1 needs sparseUpdate='dense', got 'lazy'")
+        self.emaMomentum = None if emaMomentum is None else check_range(owner, "emaMomentum", emaMomentum, 0.0, 1.0)
+        self.emaOverwriteFrequency = (None if emaOverwriteFrequency is None
+                                      else check_int(owner, "emaOverwriteFrequency", emaOverwriteFrequency, 1))
+        self.emaStart = check_choice(owner, "emaStart", emaStart, ("first-update", "initial-weights"))
+        self._pending = 0  # update() calls accumulated since the last update (not checkpointed: save after an update)
         self.stateDtype = check_choice(owner, "stateDtype", STATE_DTYPE_ALIASES.get(stateDtype, stateDtype)
                                        if isinstance(stateDtype, str) else stateDtype, STATE_DTYPES)
         self.stateSeed = check_int(owner, "stateSeed", stateSeed, 0)
         self._compressed: dict[int, CompressedState] = {}
 
     @classmethod
-    def like(cls, name: str, **kwargs: Any) -> "RMSProp":
+    def like(cls, name: str, /, **kwargs: Any) -> "RMSProp":
         """An RMSProp that reproduces framework ``name``'s RMSProp, configured with that framework's own
         argument names and defaults (``RMSProp.like("torch", lr=0.01, momentum=0.9)``).
 
-        Names: puzzlelib, puzzlelib-graves, torch, keras, tf.keras, tf1, mindspore, mxnet, mxnet2, optax;
-        see :mod:`puzzle_rms.optimizers.presets` for what each one reproduces. ``stateDtype`` and
-        ``stateSeed`` (this toolkit's own, no framework's) pass through to :class:`RMSProp` with every preset.
+        Names: the keys of :data:`~puzzle_rms.optimizers.presets.PRESETS` (puzzlelib, puzzlelib-graves, torch,
+        keras3, keras2, keras2-legacy, tf1, mindspore, mxnet, mxnet2, paddle, optax) and the aliases in
+        :data:`~puzzle_rms.optimizers.presets.ALIASES` ("keras" is keras3); see
+        :mod:`puzzle_rms.optimizers.presets` for what each one reproduces and which arguments it ignores. ``stateDtype`` and ``stateSeed``
+        (this toolkit's own, no framework's) pass through to :class:`RMSProp` with every preset.
 
         Raises
         ------
@@ -155,7 +193,89 @@ class RMSProp(Optimizer):
             state["mg"] = 0.0
         if self.momentum > 0:
             state["mom"] = 0.0
+        if self.gradientAccumulationSteps > 1:
+            state["acc"] = 0.0
+        if self.emaMomentum is not None:
+            state["ema"] = 0.0  # set from the parameters on the first update (see emaStart)
         return state
+
+    def preClipValue(self) -> Optional[float]:
+        """The value clip to run on the gradients before norms are measured and rows summed: with
+        clipValueFirst, or when repeated rows are clipped per occurrence (sparseDuplicates)."""
+        return self.clipValue if self.clipValueFirst or self.sparseDuplicates != "sum" else None
+
+    def adjustRows(self, bucket: Bucket, squares: Any, segScale: Any) -> None:
+        """Square per occurrence: before the kernel adds ``(1 - rho) * (s * G)**2`` for a listed row with
+        summed occurrences ``G``, add ``(1 - rho) / rho * s**2 * (sum of squares - G**2)`` to its mean
+        square, so that it ends up with ``(1 - rho) * s**2 * sum of squares`` (``s`` the segment's scale)."""
+        xp = self.backend.xp
+        ms = bucket.state["ms"]
+        for segment, indices, squared, summed in squares:
+            rowSize = squared.shape[1]
+            where = (int(bucket.offsets[segment]) + indices[:, None] * rowSize
+                     + xp.arange(rowSize)[None, :]).reshape(-1)
+            extra = (squared - summed * summed).reshape(-1)
+            ms[where] += (extra * ((1.0 - self.factor) / self.factor * float(segScale[segment]) ** 2)).astype(ms.dtype)
+
+    def currentLearnRates(self, step: Optional[int] = None) -> Any:
+        """As :meth:`Optimizer.currentLearnRates`; with gradient accumulation update ``step`` reads the
+        schedules at its call ``step * n + n - 1``."""
+        n = self.gradientAccumulationSteps
+        step = self.t if step is None else step
+        return super().currentLearnRates(step * n + n - 1)
+
+    def update(self) -> bool:
+        """:meth:`Optimizer.update`, with gradient accumulation and the parameter average when configured.
+
+        With ``gradientAccumulationSteps = n > 1`` a call that is not the ``n``-th only accumulates the
+        gradients and returns False (the count of such calls is not checkpointed: save right after an update);
+        the ``n``-th checks the mean gradient, and a skipped (non-finite) one drops the accumulated window.
+        """
+        self._require_setup("update")
+        n = self.gradientAccumulationSteps
+        iteration = self.t  # Keras' iterations: calls // n, the updates done before this call
+        if self._pending + 1 < n:
+            for bucket in self.buckets:
+                bucket.sparseRows()  # dense mode: fold the rows into the dense gradient
+                acc = bucket.state["acc"]
+                acc += bucket.grads()
+            self._pending += 1
+            applied = False
+        else:
+            if n > 1:
+                for bucket in self.buckets:
+                    bucket.sparseRows()
+                    grads = bucket.grads()
+                    grads += bucket.state["acc"]
+                    grads *= 1.0 / n
+            if self.emaMomentum is not None and self.emaStart == "initial-weights" and self.t == 0:
+                for bucket in self.buckets:
+                    self.backend.copy_cast(bucket.state["ema"], self._weights(bucket))
+            applied = super().update()
+            if n > 1:  # applied, or skipped (non-finite): either way the accumulation window ends
+                for bucket in self.buckets:
+                    bucket.state["acc"].fill(0)
+                self._pending = 0
+        if self.emaMomentum is not None and (applied or n > 1):
+            self._average(iteration)
+        return applied
+
+    def _weights(self, bucket: Bucket) -> Any:
+        return bucket.state["master"] if "master" in bucket.state else bucket.weights()
+
+    def _average(self, iteration: int) -> None:
+        """``ema = m * ema + (1 - m) * w`` (m = 0 on iteration 0 with emaStart "first-update"); overwrite w
+        with it after the iterations the overwrite frequency names."""
+        m = 0.0 if (self.emaStart == "first-update" and iteration == 0) else self.emaMomentum
+        overwrite = self.emaOverwriteFrequency is not None and (iteration + 1) % self.emaOverwriteFrequency == 0
+        for bucket in self.buckets:
+            weights, ema = self._weights(bucket), bucket.state["ema"]
+            ema *= m
+            ema += (1.0 - m) * weights
+            if overwrite:
+                self.backend.copy_cast(weights, ema)
+                if "master" in bucket.state:
+                    self.backend.copy_cast(bucket.weights(), weights)
 
     def groupDefaults(self) -> dict[str, Any]:
         return {"weightDecay": self.weightDecay, "decoupledWeightDecay": self.decoupledWeightDecay,
@@ -169,7 +289,7 @@ class RMSProp(Optimizer):
         bias = 1.0 / (1.0 - self.factor ** step) if self.biasCorrection else 1.0
         return hyper_vector(
             gradScale=-gradScale if self.maximize else gradScale,
-            clipValue=math.inf if self.clipValue is None else self.clipValue,
+            clipValue=math.inf if self.clipValue is None or self.preClipValue() is not None else self.clipValue,
             wdPre=1.0 if self.wdBeforeClip else 0.0, wdPost=0.0 if self.wdBeforeClip else 1.0,
             rho=self.factor, oneMinusRho=1.0 - self.factor,
             epsIn=self.epsilon if self.epsInSqrt else 0.0, epsOut=0.0 if self.epsInSqrt else self.epsilon,
@@ -194,6 +314,9 @@ class RMSProp(Optimizer):
     def setupOn(self, target: Any, useGlobalState: bool = False) -> None:
         if self.stateDtype != "float32":
             owner = f"RMSProp(stateDtype={self.stateDtype!r}).setupOn"
+            if self.sparseDuplicates == "square-per-occurrence":
+                raise ValueError(f"{owner}: sparseDuplicates='square-per-occurrence' adds to the mean square outside "
+                                 f"the kernel, which compressed state does not support; use stateDtype='float32'")
             for group in self._parse_groups(target):
                 for name, var in zip(group.names, group.variables):
                     if np.dtype(var.dtype) not in (np.float16, np.float32):

@@ -3,7 +3,8 @@
 A schedule is any callable ``schedule(step) -> float`` where ``step`` counts the
 updates done before this one (0 for the first update), as in Keras and optax.
 A sequence (list, tuple, array) gives element ``step`` to update ``step`` and
-keeps its last element afterwards, as MindSpore does with a learning-rate array.
+keeps its last element afterwards (MindSpore's learning-rate array gives element ``step`` the
+same way, and raises once the steps outrun it).
 """
 from __future__ import annotations
 
@@ -90,3 +91,17 @@ class PiecewiseConstant:
 
     def __call__(self, step: int) -> float:
         return self.values[int(np.searchsorted(self.boundaries, step, side="right"))]
+
+
+class InverseTimeDecay:
+    """``lr(step) = learnRate(step) / (1 + decayRate * step)``: Keras 2 legacy optimizers' ``decay`` argument.
+
+    ``learnRate`` is a float or any schedule of this module (then its value at ``step`` is divided).
+    """
+
+    def __init__(self, learnRate: LearnRate, decayRate: float) -> None:
+        self.learnRate = validate_learn_rate("InverseTimeDecay", learnRate)
+        self.decayRate = check_range("InverseTimeDecay", "decayRate", decayRate, 0.0)
+
+    def __call__(self, step: int) -> float:
+        return learn_rate_at("InverseTimeDecay", self.learnRate, step) / (1.0 + self.decayRate * step)
