@@ -20,11 +20,19 @@ OPTIONS = ("--std=c++14", "--fmad=false")
 _CTYPES = {np.dtype(np.float16): "unsigned short", np.dtype(np.float32): "float"}
 
 SOURCE = r"""
+#ifdef __CUDA_ARCH__
 __device__ __forceinline__ float load(unsigned short h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
-__device__ __forceinline__ float load(float x) { return x; }
 __device__ __forceinline__ void store(unsigned short* p, float x) {
     unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x)); *p = h;
 }
+#else
+// host execution of this source (tests/cuda_host.py): the same conversions, by the C++ compiler
+__device__ __forceinline__ float load(unsigned short h) { _Float16 x; __builtin_memcpy(&x, &h, 2); return (float)x; }
+__device__ __forceinline__ void store(unsigned short* p, float x) {
+    const _Float16 y = (_Float16)x; __builtin_memcpy(p, &y, 2);
+}
+#endif
+__device__ __forceinline__ float load(float x) { return x; }
 __device__ __forceinline__ void store(float* p, float x) { *p = x; }
 __device__ __forceinline__ float clip(float x, float bound) { return x < -bound ? -bound : (x > bound ? bound : x); }
 
@@ -43,7 +51,7 @@ __device__ __forceinline__ float q8_decode(unsigned char q, float scale) {
     return scale * (lo * lo);
 }
 __device__ __forceinline__ unsigned char q8_code(float y, unsigned int bits) {
-    y = y > 0.0f ? y : 0.0f;
+    y = y < 0.0f ? 0.0f : y;
     int q0 = (int)(sqrtf(y) * 255.0f);
     q0 = q0 < 254 ? q0 : 254;
     const float lo = (float)q0 * R255, hi = (float)(q0 + 1) * R255, a = lo * lo;
@@ -88,7 +96,7 @@ extern "C" __global__ void rmsprop_compressed(
                 const float a = rho * bf16_decode(mg[k]) + omr * gi;
                 mg[k] = bf16_encode(a, mix32(index ^ kMg));
                 v = bcMs * m - (bcMg * a) * (bcMg * a);
-                v = v > 0.0f ? v : 0.0f;
+                v = v < 0.0f ? 0.0f : v;  // clamp at 0; a NaN stays NaN (a max() would turn it into 0)
             } else {
                 v = bcMs * m;
             }
