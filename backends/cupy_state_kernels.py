@@ -50,17 +50,13 @@ __device__ __forceinline__ float q8_decode(unsigned char q, float scale) {
     const float lo = (float)q * R255;
     return scale * (lo * lo);
 }
-__device__ __forceinline__ float square(int q) { const float lo = (float)q * R255; return lo * lo; }
 __device__ __forceinline__ unsigned char q8_code(float y, unsigned int bits) {
     y = y < 0.0f ? 0.0f : y;
-    int q0 = (int)(sqrtf(y) * 255.0f);  // within one of the code point below y, found exactly below
-    q0 = q0 < 0 ? 0 : (q0 > 254 ? 254 : q0);
-    float a = square(q0);
-    if (q0 > 0 && a > y) { q0 -= 1; a = square(q0); }
-    float b = square(q0 + 1);
-    if (q0 < 254 && b <= y) { q0 += 1; a = b; b = square(q0 + 1); }
+    int q0 = (int)(sqrtf(y) * 255.0f);
+    q0 = q0 < 254 ? q0 : 254;
+    const float lo = (float)q0 * R255, hi = (float)(q0 + 1) * R255, a = lo * lo;
     const float u = (float)(bits >> 8) * 5.9604644775390625e-08f;  // 2**-24
-    return (unsigned char)(u * (b - a) < y - a ? q0 + 1 : q0);
+    return (unsigned char)(u * (hi * hi - a) < y - a ? q0 + 1 : q0);
 }
 
 extern "C" __global__ void rmsprop_compressed(

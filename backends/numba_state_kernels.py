@@ -27,7 +27,6 @@ _S8, _S15, _S16 = np.uint32(8), np.uint32(15), np.uint32(16)
 _SIGNLESS, _INF_BITS, _QUIET = np.uint32(0x7FFFFFFF), np.uint32(0x7F800000), np.uint32(0x40)
 _F255 = np.float32(255)
 _R255 = np.float32(1 / 255)
-_RSQRT_MAGIC = np.uint32(0x5F3759DF)
 _U24 = np.float32(2.0 ** -24)
 _NAN = np.float32(np.nan)
 
@@ -70,34 +69,15 @@ def q8_decode(q, scale):
 
 
 @njit(**_EXACT)
-def _square(q):
-    lo = np.float32(q) * _R255
-    return lo * lo
-
-
-@njit(**_EXACT)
 def q8_code(y, bits):
-    """The code of ``y = x * (1 / scale)`` (finite scale > 0), stochastically rounded by ``bits``.
-
-    The code point below ``y`` (:func:`~puzzle_rms.backends.reference.q8_floor`) starts from ``255 * sqrt(y)``
-    estimated without a square root (the bit-pattern estimate of ``1 / sqrt(y)`` and one Newton step: within
-    0.2%, so within one code), then steps to the exact one by comparing the code points' squares.
-    """
+    """The code of ``y = x * (1 / scale)`` (finite scale > 0), stochastically rounded by ``bits``."""
     y = max(y, np.float32(0))
-    r = np.uint32(_RSQRT_MAGIC - (np.float32(y).view(np.uint32) >> np.uint32(1))).view(np.float32)
-    r = r * (np.float32(1.5) - np.float32(0.5) * y * r * r)
-    q0 = min(max(np.int32(y * r * _F255), np.int32(0)), np.int32(254))
-    a = _square(q0)
-    if q0 > 0 and a > y:
-        q0 -= 1
-        a = _square(q0)
-    b = _square(q0 + 1)
-    if q0 < 254 and b <= y:
-        q0 += 1
-        a = b
-        b = _square(q0 + 1)
+    q0 = min(np.int32(np.sqrt(y) * _F255), np.int32(254))
+    lo = np.float32(q0) * _R255
+    hi = np.float32(q0 + 1) * _R255
+    a = lo * lo
     u = np.float32(bits >> _S8) * _U24
-    return np.uint8(q0 + 1) if u * (b - a) < y - a else np.uint8(q0)
+    return np.uint8(q0 + 1) if u * (hi * hi - a) < y - a else np.uint8(q0)
 
 
 @njit(**_EXACT)

@@ -50,7 +50,7 @@ state to float32 and encodes it with the codes below, bit for bit::
     q8_decode(q, scale) = scale * (float32(q) * R)**2            # float32 ops, in this order; R = float32(1/255)
     q8_encode(block):   scale = max(block)  (NaN if one is NaN)  # one scale per 256 elements of a segment
                         y = x * (1 / scale)   (x / scale where 1 / scale overflows: subnormal scales)
-                        q0 = the largest q in 0 .. 254 with (q * R)**2 <= y
+                        q0 = min(int(sqrt(y) * 255), 254)
                         a, b = (q0 * R)**2, ((q0 + 1) * R)**2
                         q = q0 + (u * (b - a) < y - a),  u = (bits >> 8) * 2**-24
                         (scale 0: every q = 0; scale inf or NaN: every q = 255)
@@ -198,16 +198,6 @@ def q8_decode(q: np.ndarray, scale: Any) -> np.ndarray:
     return np.float32(scale) * (lo * lo) if np.isscalar(scale) else np.asarray(scale, np.float32) * (lo * lo)
 
 
-def q8_floor(y: np.ndarray) -> np.ndarray:
-    """The code point at or below each ``y >= 0``: the largest ``q`` in 0 .. 254 with ``(q * R255)**2 <= y`` in
-    float32. (``int(sqrt(y) * 255)`` is within one of it; a kernel may start from any such guess.)"""
-    y = np.asarray(y, dtype=np.float32)
-    q = np.clip((np.sqrt(y) * _F255).astype(np.int64), 0, 254)
-    square = lambda k: (k.astype(np.float32) * R255) * (k.astype(np.float32) * R255)  # noqa: E731
-    q = np.where((q > 0) & (square(q) > y), q - 1, q)
-    return np.where((q < 254) & (square(q + 1) <= y), q + 1, q)
-
-
 def q8_encode(x: np.ndarray, bits: np.ndarray) -> tuple[np.ndarray, np.float32]:
     """One quantization block (at most 256 non-negative float32 values) to ``(codes, scale)``.
 
@@ -225,7 +215,7 @@ def q8_encode(x: np.ndarray, bits: np.ndarray) -> tuple[np.ndarray, np.float32]:
     with np.errstate(over="ignore"):
         inv = np.float32(1) / scale
     y = np.maximum(x * inv if np.isfinite(inv) else x / scale, np.float32(0))
-    q0 = q8_floor(y)
+    q0 = np.minimum((np.sqrt(y) * _F255).astype(np.int64), 254)
     lo = q0.astype(np.float32) * R255
     hi = (q0 + 1).astype(np.float32) * R255
     a, b = lo * lo, hi * hi
