@@ -117,6 +117,13 @@ def test_q8_hand_values():
     assert R.q8_decode(np.array([0, 255], np.uint8), scale).tolist() == [0.0, 2.0]
 
 
+def _code_points_and_neighbours() -> np.ndarray:
+    """Every code point (q/255)**2 in float32, and the float32 values just below and above it."""
+    lo = np.arange(256, dtype=np.float32) * F(1 / 255)
+    points = lo * lo
+    return np.concatenate([points, np.nextafter(points, F(-1)), np.nextafter(points, F(2))]).clip(0, None)
+
+
 def test_q8_edge_blocks():
     q, s = R.q8_encode(np.zeros(5, np.float32), np.zeros(5, np.uint32))
     assert s == 0 and not q.any()
@@ -162,7 +169,8 @@ def test_numba_codes_match_the_reference_bit_for_bit():
     got = np.empty(x.size, np.uint16)
     K.bf16_encode_array(x, 100, key, got)
     assert np.array_equal(got, R.bf16_encode(x, R.random_bits(np.arange(100, 100 + x.size), key)))
-    for ms in (np.abs(x[10:]), np.abs(x)):  # finite blocks; blocks with inf and NaN
+    points = _code_points_and_neighbours()  # y at and around every code point (the scale 1 comes first)
+    for ms in (np.abs(x[10:]), np.abs(x), np.concatenate([[F(1)], points[:255], [F(1)], points[255:]])):
         codes, scales = np.empty(ms.size, np.uint8), np.empty(-(-ms.size // 256), np.float32)
         K.q8_encode_array(ms, 7, key, codes, scales)
         for k in range(scales.size):
@@ -175,7 +183,10 @@ def test_numba_codes_match_the_reference_bit_for_bit():
 def test_numpy_backend_codes_match_the_reference_bit_for_bit():
     from puzzle_rms.backends.numpy_state_kernels import q8_decode_rows, q8_encode_rows
 
-    ms = np.abs(_codec_inputs())
+    points = _code_points_and_neighbours()
+    inputs = np.abs(_codec_inputs())
+    inputs = np.concatenate([inputs, np.zeros(-inputs.size % 256, np.float32)])  # the points start a block
+    ms = np.concatenate([inputs, [F(1)], points[:255], [F(1)], points[255:]])
     bits = R.random_bits(np.arange(ms.size), 12345)
     codes, scales = q8_encode_rows(ms, bits)
     for k in range(scales.size):
