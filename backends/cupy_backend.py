@@ -8,11 +8,13 @@ table changed. float16 parameters are converted with the PTX ``cvt``
 instructions and computed in float32; where a block's float16 weights and
 gradients are 4-byte aligned, each thread loads and stores neighbouring pairs
 as one 32-bit word (half2). Each (kernel, dtypes) pair is compiled once per
-process; the per-block partial sums of the norm pass reuse one buffer.
+process; the per-block partial sums of the norm pass reuse one buffer per
+calling thread (optimizers may step concurrently from several threads).
 """
 from __future__ import annotations
 
 import importlib.util
+import threading
 from typing import Any, Optional
 
 import numpy as np
@@ -169,7 +171,7 @@ class CupyBackend(Backend):
 
         self.xp = cupy
         self._functions: dict[tuple[str, Any, Any, Any], Any] = {}
-        self._blockSums = cupy.empty(0, np.float64)
+        self._local = threading.local()  # the calling thread's buffer of per-block partial sums
 
     def _function(self, name: str, w: Any, g: Any, state: Any) -> Any:
         """Kernel ``name`` compiled for these weight, gradient and state dtypes (once per process)."""
@@ -223,9 +225,10 @@ class CupyBackend(Backend):
         nblocks = layout.hostBlocks.shape[0]
         if nblocks == 0:
             return np.zeros(layout.numSegments)
-        if self._blockSums.size < nblocks:
-            self._blockSums = self.xp.empty(nblocks, np.float64)
-        partial = self._blockSums[:nblocks]
+        sums = self._local.__dict__.get("blockSums")
+        if sums is None or sums.size < nblocks:
+            sums = self._local.blockSums = self.xp.empty(nblocks, np.float64)
+        partial = sums[:nblocks]
         state = np.float64 if g.dtype == np.float64 else np.float32
         self._function("block_sumsq", g, g, state)((nblocks,), (THREADS,), (g, layout.blocks, partial))
         sums = self.xp.bincount(layout.blocks[:, 2], weights=partial, minlength=layout.numSegments)
