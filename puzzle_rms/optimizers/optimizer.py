@@ -27,10 +27,11 @@ from puzzle_rms import backends
 from puzzle_rms.checkpoint import loadOptimizer, saveOptimizer
 from puzzle_rms.optimizers.buckets import Bucket, ParamGroup
 from puzzle_rms.optimizers.describe import describe
-from puzzle_rms.optimizers.loss_scale import DynamicLossScale, check_loss_scale_state
+from puzzle_rms.optimizers.loss_scale import DynamicLossScale, check_fixed_loss_scale, check_loss_scale_state
 from puzzle_rms.optimizers.schedules import learn_rate_at, validate_learn_rate
 from puzzle_rms.sparse import RowSparseVariable
-from puzzle_rms.validation import check_bool, check_choice, check_int, check_optional_positive, check_range
+from puzzle_rms.validation import (DECAY_REASON, Checked, check_bool, check_choice, check_float32_range, check_int,
+                                   check_optional_positive)
 from puzzle_rms.variable import Variable
 
 
@@ -100,6 +101,23 @@ def _match_state(owner: str, views: dict[str, dict[str, Any]], arrays: Any) -> l
     return pairs
 
 
+def fixed_after_setup(obj: Any, owner: str, name: str, changed: bool) -> None:
+    """Raise when ``name`` is given a value that setupOn already built into the buckets or the state buffers."""
+    if changed and obj.__dict__.get("buckets"):
+        raise ValueError(f"{owner}: {name} shapes what setupOn built (state buffers, parameter groups); it cannot "
+                         f"change after setupOn. Assign it before setupOn, or call setupOn again (a fresh state)")
+
+
+def _check_loss_scale(obj: Any, owner: str, name: str, value: Any) -> Any:
+    return value if isinstance(value, DynamicLossScale) else check_fixed_loss_scale(owner, name, value)
+
+
+def _check_sparse_update(obj: Any, owner: str, name: str, value: Any) -> str:
+    value = check_choice(owner, name, value, SPARSE_UPDATES)
+    fixed_after_setup(obj, owner, name, value != obj.__dict__.get(name, value))
+    return value
+
+
 class Optimizer:
     """Base of all optimizers (PuzzleLib's ``Optimizer``).
 
@@ -139,18 +157,24 @@ class Optimizer:
 
     HYPERPARAMETERS: tuple[str, ...] = ("learnRate", "lossScale", "clipNorm", "globalClipNorm", "sparseUpdate")
 
+    # validated on every assignment, in the constructor and after (PuzzleLib scripts assign them)
+    learnRate = Checked(lambda obj, owner, name, value: validate_learn_rate(owner, value))
+    lossScale = Checked(_check_loss_scale)
+    clipNorm = Checked(lambda obj, owner, name, value: check_optional_positive(owner, name, value))
+    globalClipNorm = Checked(lambda obj, owner, name, value: check_optional_positive(owner, name, value))
+    nonFinite = Checked(lambda obj, owner, name, value: check_choice(owner, name, value, NON_FINITE_POLICIES))
+    sparseUpdate = Checked(_check_sparse_update)
+
     def __init__(self, learnRate: Any = 1e-3, nodeinfo: Any = None, lossScale: Union[float, DynamicLossScale] = 1.0,
                  clipNorm: Optional[float] = None, globalClipNorm: Optional[float] = None,
                  nonFinite: str = "raise", sparseUpdate: str = "dense") -> None:
         owner = type(self).__name__
-        self.learnRate = validate_learn_rate(owner, learnRate)
-        if not isinstance(lossScale, DynamicLossScale):
-            check_range(owner, "lossScale", lossScale, 0.0, lowOpen=True)
+        self.learnRate = learnRate
         self.lossScale = lossScale
-        self.clipNorm = check_optional_positive(owner, "clipNorm", clipNorm)
-        self.globalClipNorm = check_optional_positive(owner, "globalClipNorm", globalClipNorm)
-        self.nonFinite = check_choice(owner, "nonFinite", nonFinite, NON_FINITE_POLICIES)
-        self.sparseUpdate = check_choice(owner, "sparseUpdate", sparseUpdate, SPARSE_UPDATES)
+        self.clipNorm = clipNorm
+        self.globalClipNorm = globalClipNorm
+        self.nonFinite = nonFinite
+        self.sparseUpdate = sparseUpdate
         if nodeinfo is not None and not all(callable(getattr(nodeinfo, m, None)) for m in NODEINFO_METHODS):
             raise TypeError(f"{owner}: nodeinfo must be None or a NodeInfo (with methods {', '.join(NODEINFO_METHODS)}"
                             f"), got {nodeinfo!r} ({type(nodeinfo).__name__})")
@@ -245,9 +269,10 @@ class Optimizer:
             group = ParamGroup(
                 names=[name for name, _ in items], variables=[var for _, var in items],
                 learnRate=None if lr is None else validate_learn_rate(owner, lr),
-                weightDecay=check_range(owner, "weightDecay", spec.get("weightDecay", defaults["weightDecay"]), 0.0),
-                decoupledWeightDecay=check_range(owner, "decoupledWeightDecay",
-                                                 spec.get("decoupledWeightDecay", defaults["decoupledWeightDecay"]), 0.0),
+                weightDecay=check_float32_range(owner, "weightDecay", spec.get("weightDecay", defaults["weightDecay"]),
+                                                0.0, reason=DECAY_REASON),
+                decoupledWeightDecay=check_float32_range(owner, "decoupledWeightDecay", spec.get(
+                    "decoupledWeightDecay", defaults["decoupledWeightDecay"]), 0.0, reason=DECAY_REASON),
                 decayFilter=decayFilter,
             )
             groups.append(group)

@@ -62,7 +62,7 @@ def _check(owner: str, name: str, value: Any, kind: str) -> Any:
         return None if value is None else _check(owner, name, value, kind[len("optional-"):])
     if kind == "lr":
         if callable(value) or isinstance(value, (list, tuple, np.ndarray)):
-            return validate_learn_rate(owner, value)
+            return validate_learn_rate(owner, value, name)
         return check_range(owner, name, value, 0.0)
     if kind == "decay":
         return check_range(owner, name, value, 0.0, 1.0)

@@ -7,9 +7,80 @@ from typing import Any, Callable, Optional, Union
 from puzzle_rms.backends.backend import hyper_vector
 from puzzle_rms.optimizers.buckets import Bucket
 from puzzle_rms.optimizers.loss_scale import DynamicLossScale
-from puzzle_rms.optimizers.optimizer import Optimizer
+from puzzle_rms.optimizers.optimizer import Optimizer, fixed_after_setup
 from puzzle_rms.optimizers.presets import preset_arguments
-from puzzle_rms.validation import check_bool, check_optional_positive, check_range
+from puzzle_rms.validation import (DECAY_REASON, FLOAT32_TINY, Checked, check_bool, check_float32_range, check_optional_positive,
+                                   check_range)
+
+
+def _current(obj: Any, name: str, default: Any) -> Any:
+    """The attribute's value so far (``default`` while the constructor has not set it yet)."""
+    return obj.__dict__.get(name, default)
+
+
+def _factor(obj: Any, owner: str, name: str, value: Any) -> float:
+    value = check_range(owner, name, value, 0.0, 1.0)
+    if value == 1 and _current(obj, "biasCorrection", False):
+        raise ValueError(f"{owner}: biasCorrection needs factor < 1, got factor={value!r}")
+    return value
+
+
+def _epsilon(obj: Any, owner: str, name: str, value: Any) -> float:
+    return check_float32_range(owner, name, value, 0.0, lowOpen=True, least=FLOAT32_TINY,
+                               reason="in float32 state a smaller value is flushed to 0 or loses precision, and 0/0 "
+                                      "makes NaN weights")
+
+
+def _momentum(obj: Any, owner: str, name: str, value: Any) -> float:
+    value = check_range(owner, name, value, 0.0, 1.0, highOpen=True)
+    if value == 0 and _current(obj, "nesterov", False):
+        raise ValueError(f"{owner}: nesterov=True needs momentum > 0, got momentum={value!r}")
+    fixed_after_setup(obj, owner, f"{name} (zero or not: whether a momentum buffer exists)",
+                      (value > 0) != (_current(obj, name, value) > 0))
+    return value
+
+
+def _nesterov(obj: Any, owner: str, name: str, value: Any) -> bool:
+    value = check_bool(owner, name, value)
+    if value and _current(obj, "momentum", 0.0) == 0:
+        raise ValueError(f"{owner}: nesterov=True needs momentum > 0, got momentum={_current(obj, 'momentum', 0.0)!r}")
+    return value
+
+
+def _bias_correction(obj: Any, owner: str, name: str, value: Any) -> bool:
+    value = check_bool(owner, name, value)
+    if value and _current(obj, "factor", 0.0) == 1:
+        raise ValueError(f"{owner}: biasCorrection needs factor < 1, got factor={_current(obj, 'factor', 0.0)!r}")
+    return value
+
+
+def _flag(obj: Any, owner: str, name: str, value: Any) -> bool:
+    return check_bool(owner, name, value)
+
+
+def _setup_flag(obj: Any, owner: str, name: str, value: Any) -> bool:
+    """A flag that decides which state buffers setupOn allocates."""
+    value = check_bool(owner, name, value)
+    fixed_after_setup(obj, owner, name, value != _current(obj, name if name != "masterWeights" else "useMasterWeights",
+                                                           value))
+    return value
+
+
+def _decay(obj: Any, owner: str, name: str, value: Any) -> float:
+    value = check_float32_range(owner, name, value, 0.0, reason=DECAY_REASON)
+    fixed_after_setup(obj, owner, name, value != _current(obj, name, value))
+    return value
+
+
+def _decay_filter(obj: Any, owner: str, name: str, value: Any) -> Any:
+    if value is not None and not callable(value):
+        raise TypeError(f"{owner}: decayFilter must be a callable name -> bool, got {value!r}")
+    fixed_after_setup(obj, owner, name, value is not _current(obj, name, value))
+    return value
+
+
+def _optional_positive(obj: Any, owner: str, name: str, value: Any) -> Any:
+    return check_optional_positive(owner, name, value)
 
 
 class RMSProp(Optimizer):
@@ -36,7 +107,8 @@ class RMSProp(Optimizer):
     factor : float
         Decay ``rho`` of the running mean square, in [0, 1].
     epsilon : float
-        Added to the denominator; must be > 0.
+        Added to the denominator; at least 1.18e-38 (float32's smallest normal number: a smaller one vanishes in
+        float32 state and 0/0 makes NaN weights).
     epsInSqrt : bool
         Default False: ``sqrt(ms) + eps``, what PuzzleLib's code does (its docs write eps inside the
         root) and PyTorch does, so a PuzzleLib script gets its own numbers. True puts eps inside the
@@ -74,6 +146,11 @@ class RMSProp(Optimizer):
         parameter dtype otherwise.
     nodeinfo, lossScale, clipNorm, globalClipNorm, nonFinite, sparseUpdate
         See :class:`Optimizer`.
+
+    Every hyperparameter may be assigned after construction (``opt.factor = 0.95``); the assignment is
+    checked with the constructor's message and a bad value leaves the old one. ``momentum`` (zero or not),
+    ``centered``, ``masterWeights`` (``useMasterWeights``), ``weightDecay``, ``decoupledWeightDecay``,
+    ``decayFilter`` and ``sparseUpdate`` decide what setupOn builds: after setupOn they raise unless unchanged.
     """
 
     HYPERPARAMETERS = Optimizer.HYPERPARAMETERS + (
@@ -81,6 +158,27 @@ class RMSProp(Optimizer):
         "biasCorrection", "weightDecay", "decoupledWeightDecay", "decayFilter", "wdBeforeClip", "clipValue",
         "clipWeights", "maximize", "useMasterWeights",
     )
+
+    # validated on every assignment with the constructor's messages (``opt.factor = 1.5`` raises, as PuzzleLib
+    # scripts assign hyperparameters after construction); those that decide the state buffers or the groups
+    # cannot change after setupOn
+    factor = Checked(_factor)
+    epsilon = Checked(_epsilon)
+    epsInSqrt = Checked(_flag)
+    momentum = Checked(_momentum)
+    lrInMomentum = Checked(_flag)
+    nesterov = Checked(_nesterov)
+    centered = Checked(_setup_flag)
+    initialMeanSquare = Checked(lambda obj, owner, name, value: check_range(owner, name, value, 0.0))
+    biasCorrection = Checked(_bias_correction)
+    weightDecay = Checked(_decay)
+    decoupledWeightDecay = Checked(_decay)
+    decayFilter = Checked(_decay_filter)
+    wdBeforeClip = Checked(_flag)
+    clipValue = Checked(_optional_positive)
+    clipWeights = Checked(_optional_positive)
+    maximize = Checked(_flag)
+    useMasterWeights = Checked(_setup_flag, argument="masterWeights")
 
     def __init__(self, learnRate: Any = 1e-3, factor: float = 0.9, epsilon: float = 1e-5, nodeinfo: Any = None,
                  *, epsInSqrt: bool = False, momentum: float = 0.0, lrInMomentum: bool = True,
@@ -92,30 +190,23 @@ class RMSProp(Optimizer):
                  clipNorm: Optional[float] = None, globalClipNorm: Optional[float] = None,
                  nonFinite: str = "raise", sparseUpdate: str = "dense") -> None:
         super().__init__(learnRate, nodeinfo, lossScale, clipNorm, globalClipNorm, nonFinite, sparseUpdate)
-        owner = "RMSProp"
-        self.factor = check_range(owner, "factor", factor, 0.0, 1.0)
-        self.epsilon = check_range(owner, "epsilon", epsilon, 0.0, lowOpen=True)
-        self.epsInSqrt = check_bool(owner, "epsInSqrt", epsInSqrt)
-        self.momentum = check_range(owner, "momentum", momentum, 0.0, 1.0, highOpen=True)
-        self.lrInMomentum = check_bool(owner, "lrInMomentum", lrInMomentum)
-        self.nesterov = check_bool(owner, "nesterov", nesterov)
-        if nesterov and momentum == 0:
-            raise ValueError(f"{owner}: nesterov=True needs momentum > 0, got momentum={momentum!r}")
-        self.centered = check_bool(owner, "centered", centered)
-        self.initialMeanSquare = check_range(owner, "initialMeanSquare", initialMeanSquare, 0.0)
-        self.biasCorrection = check_bool(owner, "biasCorrection", biasCorrection)
-        if biasCorrection and factor == 1:
-            raise ValueError(f"{owner}: biasCorrection needs factor < 1, got factor={factor!r}")
-        self.weightDecay = check_range(owner, "weightDecay", weightDecay, 0.0)
-        self.decoupledWeightDecay = check_range(owner, "decoupledWeightDecay", decoupledWeightDecay, 0.0)
-        if decayFilter is not None and not callable(decayFilter):
-            raise TypeError(f"{owner}: decayFilter must be a callable name -> bool, got {decayFilter!r}")
+        self.factor = factor
+        self.epsilon = epsilon
+        self.epsInSqrt = epsInSqrt
+        self.momentum = momentum
+        self.lrInMomentum = lrInMomentum
+        self.nesterov = nesterov
+        self.centered = centered
+        self.initialMeanSquare = initialMeanSquare
+        self.biasCorrection = biasCorrection
+        self.weightDecay = weightDecay
+        self.decoupledWeightDecay = decoupledWeightDecay
         self.decayFilter = decayFilter
-        self.wdBeforeClip = check_bool(owner, "wdBeforeClip", wdBeforeClip)
-        self.clipValue = check_optional_positive(owner, "clipValue", clipValue)
-        self.clipWeights = check_optional_positive(owner, "clipWeights", clipWeights)
-        self.maximize = check_bool(owner, "maximize", maximize)
-        self.useMasterWeights = check_bool(owner, "masterWeights", masterWeights)
+        self.wdBeforeClip = wdBeforeClip
+        self.clipValue = clipValue
+        self.clipWeights = clipWeights
+        self.maximize = maximize
+        self.useMasterWeights = masterWeights
 
     @classmethod
     def like(cls, name: str, **kwargs: Any) -> "RMSProp":
