@@ -51,12 +51,14 @@ def check_optional_str(owner: str, name: str, value: Any) -> str | None:
     return value
 
 
-def check_int(owner: str, name: str, value: Any, low: int) -> int:
-    """``value`` as an int >= ``low`` (bool and non-integral numbers are rejected)."""
+def check_int(owner: str, name: str, value: Any, low: int, high: int | None = None) -> int:
+    """``value`` as an int >= ``low`` (and <= ``high`` when given; bool and non-integral numbers are rejected)."""
     if isinstance(value, bool) or not isinstance(value, Integral):
         raise TypeError(f"{owner}: {name} must be an integer, got {value!r} ({type(value).__name__})")
     if value < low:
         raise ValueError(f"{owner}: {name} must be an integer >= {low}, got {value!r}")
+    if high is not None and value > high:
+        raise ValueError(f"{owner}: {name} must be an integer <= {high}, got {value!r}")
     return int(value)
 
 

@@ -337,3 +337,32 @@ def test_loading_a_fifo_is_refused_without_blocking(tmp_path):
         assert _snapshot(variables, optimizer) == before
         with pytest.raises(CheckpointError, match="is a folder"):
             loadModule(tmp_path, variables)
+
+
+# --- counters and loss-scale state are checked before anything is written ------------------------------
+BAD_COUNTERS = [
+    ("t", -1), ("t", 1.5), ("t", "3"), ("t", True), ("t", None), ("t", 2 ** 70), ("skippedSteps", -2),
+    ("skippedSteps", 0.5), ("skippedSteps", 2 ** 64), ("lossScaleState", {"scale": 0.0, "goodSteps": 0}),
+    ("lossScaleState", {"scale": float("nan"), "goodSteps": 0}), ("lossScaleState", {"scale": float("inf"), "goodSteps": 0}),
+    ("lossScaleState", {"scale": -4.0, "goodSteps": 0}), ("lossScaleState", {"scale": 1e-39, "goodSteps": 0}),
+    ("lossScaleState", {"scale": 2.0 ** 70, "goodSteps": 0}), ("lossScaleState", {"scale": 8.0, "goodSteps": -1}),
+    ("lossScaleState", {"scale": 8.0, "goodSteps": 1.5}), ("lossScaleState", {"scale": 8.0}),
+    ("lossScaleState", {"scale": 8.0, "goodSteps": 0, "extra": 1}), ("lossScaleState", [8.0, 0]),
+    ("lossScaleState", "8"),
+]
+
+
+@pytest.mark.parametrize("field,value", BAD_COUNTERS, ids=[f"{f}={v!r}" for f, v in BAD_COUNTERS])
+def test_bad_counters_and_loss_scale_state_leave_model_and_optimizer_bit_identical(tmp_path, field, value):
+    with using("numpy"):
+        saved, savedOptimizer = _trained(0)
+        source = tmp_path / "good.npz"
+        saveTraining(source, saved, savedOptimizer)
+        meta = json.loads(_meta_bytes(source))
+        meta["optimizer"][field] = value
+        _write_meta(tmp_path / "bad.npz", source, meta)
+        variables, optimizer = _trained(5)
+        before = _snapshot(variables, optimizer)
+        with pytest.raises(CheckpointError, match=r"the optimizer state in the checkpoint does not load"):
+            loadTraining(tmp_path / "bad.npz", variables, optimizer, hyperparameters="keep")
+        assert _snapshot(variables, optimizer) == before

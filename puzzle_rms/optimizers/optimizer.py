@@ -42,6 +42,7 @@ class NonFiniteGradientError(FloatingPointError):
 NON_FINITE_POLICIES = ("raise", "skip", "ignore")
 SPARSE_UPDATES = ("dense", "lazy")
 NODEINFO_METHODS = ("broadcast", "allreduceMean", "checkSame")
+COUNTER_MAX = 2 ** 63 - 1  # t and skippedSteps fit an int64
 GROUP_KEYS = ("params", "learnRate", "weightDecay", "decoupledWeightDecay", "decayFilter")
 
 
@@ -472,11 +473,11 @@ class Optimizer:
             Host arrays with exactly the names, buffers, shapes and dtypes of :meth:`stateArrays` (``{}`` for
             each variable of a stateless rule), copied into the state buffers.
         t : int
-            Updates applied so far, an integer >= 0 (schedules and bias correction read it).
+            Updates applied so far, an integer in [0, 2**63 - 1] (schedules and bias correction read it).
         skippedSteps : int
-            Updates skipped for non-finite gradients, an integer >= 0.
+            Updates skipped for non-finite gradients, an integer in [0, 2**63 - 1].
         lossScaleState : dict, optional
-            ``{"scale": finite float > 0, "goodSteps": int >= 0}``, loaded into a DynamicLossScale. None keeps
+            ``{"scale": float in [2**-126, 2**64], "goodSteps": int >= 0}``, loaded into a DynamicLossScale. None keeps
             the scaler's current state; with a fixed loss scale it is checked and not used.
 
         Raises
@@ -491,8 +492,8 @@ class Optimizer:
         """
         owner = f"{type(self).__name__}.loadState"
         pairs = _match_state(owner, self.stateArrays(), arrays)
-        t = check_int(owner, "t", t, 0)
-        skippedSteps = check_int(owner, "skippedSteps", skippedSteps, 0)
+        t = check_int(owner, "t", t, 0, COUNTER_MAX)
+        skippedSteps = check_int(owner, "skippedSteps", skippedSteps, 0, COUNTER_MAX)
         if lossScaleState is not None:
             lossScaleState = check_loss_scale_state(owner, lossScaleState)
         staged = [(view, self.backend.to_device(array)) for view, array in pairs]  # all moved before any write
