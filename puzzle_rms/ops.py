@@ -15,9 +15,11 @@ first); rows not listed keep their values and state.
 
 Arguments are checked as MindSpore documents: TypeError for an array that is not an array of the
 current backend, for a dtype differing from ``var``'s, for ``decay``/``momentum``/``epsilon`` that are
-not floats, for a ``learningRate`` that is neither a number nor a one-element float array; ValueError
-for a shape differing from ``var``'s, a negative learning rate, decay or momentum, decay > 1,
-epsilon <= 0 and out-of-range indices. Nothing is modified when an error is raised. Each op returns ``var``.
+not floats, for a ``learningRate`` that is neither a number nor a one-element float array, for a
+numpy.matrix; ValueError for a shape differing from ``var``'s, an array that is read-only (``var`` and
+the state arrays are written) or not C-contiguous, a negative learning rate, decay or momentum,
+decay > 1, epsilon <= 0 and out-of-range indices. Every array is checked before any is modified, so
+nothing is modified when an error is raised. Each op returns ``var``.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from puzzle_rms import backends
 from puzzle_rms.backends.backend import Backend, Layout, hyper_vector, state_dtype
 from puzzle_rms.sparse import check_indices, coalesce_rows, rows_layout
 from puzzle_rms.validation import check_range, check_real
+from puzzle_rms.variable import check_updatable
 
 __all__ = ["applyCenteredRMSProp", "applyRMSProp", "sparseApplyCenteredRMSProp", "sparseApplyRMSProp"]
 
@@ -126,8 +129,12 @@ def _check_arrays(owner: str, var: Any, others: dict[str, Any]) -> None:
             raise TypeError(f"{owner}: {name} must have the dtype of var ({var.dtype}), got {array.dtype}")
         if array.shape != var.shape:
             raise ValueError(f"{owner}: {name} must have the shape of var {tuple(var.shape)}, got {tuple(array.shape)}")
-        if not array.flags.c_contiguous:
-            raise ValueError(f"{owner}: {name} must be C-contiguous to be updated in place")
+        if name == "grad":  # read only
+            if isinstance(array, np.matrix) or not array.flags.c_contiguous:
+                raise ValueError(f"{owner}: grad must be a C-contiguous array (not a transposed or strided view, "
+                                 f"not a numpy.matrix)")
+        else:  # written in place: every output is checked before any is modified
+            check_updatable(owner, name, array)
 
 
 def _check_rows(owner: str, var: Any, grad: Any, indices: Any) -> None:

@@ -32,7 +32,7 @@ from puzzle_rms.optimizers.schedules import learn_rate_at, validate_learn_rate
 from puzzle_rms.sparse import RowSparseVariable
 from puzzle_rms.validation import (DECAY_REASON, Checked, check_bool, check_choice, check_float32_range, check_int,
                                    check_optional_positive)
-from puzzle_rms.variable import Variable
+from puzzle_rms.variable import Variable, check_updatable
 
 
 class NonFiniteGradientError(FloatingPointError):
@@ -211,6 +211,13 @@ class Optimizer:
         ``{"params": <Module|dict|list>, "learnRate": ..., "weightDecay": ..., "decoupledWeightDecay": ...,
         "decayFilter": ...}``. With ``useGlobalState=True`` all parameters of one dtype are packed into
         one flat buffer (the Variables become views of it) and one kernel call updates them all.
+
+        Setup is transactional: everything that can fail (argument checks, the decay filters, the
+        data-parallel consistency check) runs before the previous setup is released, so an error leaves
+        the optimizer as it was. Calling setupOn again starts afresh: new state buffers (``ms`` at
+        ``initialMeanSquare``, ``mg`` and ``mom`` at 0), ``t = 0`` and ``skippedSteps = 0``; a
+        DynamicLossScale keeps its scale. A Variable taken by another optimizer's global-state setupOn,
+        or replaced by ``Module.calcMode``, makes :meth:`update` raise instead of updating nothing.
         """
         owner = type(self).__name__
         check_bool(owner, "useGlobalState", useGlobalState)
@@ -235,14 +242,20 @@ class Optimizer:
                     if not backend.owns(getattr(var, what)):
                         raise TypeError(f"{owner}.setupOn: variable {name!r} holds a {type(getattr(var, what)).__name__}"
                                         f" {what} but the current backend is {backend.name!r}")
+                    check_updatable(f"{owner}.setupOn", f"the {what} of variable {name!r}", getattr(var, what))
+                if var.retiredBy is not None:
+                    raise ValueError(f"{owner}.setupOn: variable {name!r} was replaced by {var.retiredBy}; set up on "
+                                     f"the module's current Variables")
                 if self.nodeinfo is not None and self.sparseUpdate == "lazy" and isinstance(var, RowSparseVariable):
                     raise ValueError(f"{owner}.setupOn: variable {name!r} has row-sparse gradients, and "
                                      f"sparseUpdate='lazy' is not supported with nodeinfo; use sparseUpdate='dense'")
         if self.nodeinfo is not None:
             self.nodeinfo.checkSame(f"{owner}.setupOn", self._replicaDescription(backend, groups))
+        entries = self._entries(groups)  # runs the decay filters: may raise, before anything is released
         self.release()
         self.groups, self.backend, self.useGlobalState = groups, backend, useGlobalState
-        self.buckets = self._make_buckets(backend, groups, useGlobalState)
+        self.buckets = self._make_buckets(backend, entries, useGlobalState)
+        self.t, self.skippedSteps = 0, 0
         if self.nodeinfo is not None:
             for bucket in self.buckets:
                 self.nodeinfo.broadcast(bucket.weights(), f"{owner}.setupOn: weights of the {bucket.dtype} bucket")
@@ -289,12 +302,17 @@ class Optimizer:
         settings = {name: json.dumps(value, sort_keys=True) for name, value in self._describeSettings(groups).items()}
         return {"backend": {"name": backend.name}, "variables": variables, "hyperparameters": settings}
 
-    def _make_buckets(self, backend: backends.Backend, groups: list[ParamGroup], flat: bool) -> list[Bucket]:
-        entries = []  # (name, var, group index, decays?)
+    def _entries(self, groups: list[ParamGroup]) -> list[tuple[str, Variable, int, bool]]:
+        """(name, Variable, group index, whether weight decay applies) of every variable."""
+        entries = []
         for gi, group in enumerate(groups):
             for name, var in zip(group.names, group.variables):
                 decays = True if group.decayFilter is None else bool(group.decayFilter(name))
                 entries.append((name, var, gi, decays))
+        return entries
+
+    def _make_buckets(self, backend: backends.Backend, entries: list[tuple[str, Variable, int, bool]],
+                      flat: bool) -> list[Bucket]:
         if flat:
             byDtype: dict[np.dtype, list] = {}
             for entry in entries:
@@ -353,6 +371,7 @@ class Optimizer:
         """
         self._require_setup("update")
         for bucket in self.buckets:
+            bucket.checkBindings(f"{type(self).__name__}.update")
             if not bucket.flat:
                 self._check_local_grad(bucket)
         groupLr = self.currentLearnRates()
