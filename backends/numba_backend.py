@@ -21,8 +21,16 @@ import numpy as np
 
 from .backend import Backend, Layout
 
-# Fast-math without 'nnan'/'ninf': infinities are the "no clipping" bounds, and NaNs must propagate.
-FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+# Fast-math without 'nnan'/'ninf': infinities are the "no clipping" bounds, and NaNs must propagate. Nor
+# 'contract' or 'reassoc' in the update kernels, measured: with 'contract' the centered variance
+# ``bcMs*ms - (bcMg*mg)**2`` becomes an FMA whose rounding differs from NumPy's where the two terms cancel
+# (a constant gradient: steps up to 1.7x NumPy's after 200-300 float32 updates in our probe, and unbounded
+# in general, since the root of a rounding residual is divided by); with 'reassoc' ``(1 - rho) * g * g``
+# may square first, which overflows float32 for |g| > 1.8e19 where NumPy's order does not, leaving
+# ``ms = inf`` and the weight frozen for good. Without them the kernels give NumPy's numbers.
+FASTMATH = {"nsz", "arcp", "afn"}
+# The sum-of-squares pass may reassociate (vectorised summation): the order only changes a norm's rounding.
+REDUCTION_FASTMATH = FASTMATH | {"reassoc"}
 
 # Layouts of fewer elements run on the calling thread: a parallel launch costs ~2 us on an idle machine and
 # a scheduler time slice (~10 ms) when the other cores are busy, more than such a layout takes serially.

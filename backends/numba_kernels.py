@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit, prange
 
 from .backend import HYPER_INDEX as H
-from .numba_backend import FASTMATH
+from .numba_backend import FASTMATH, REDUCTION_FASTMATH
 
 _GS, _CV, _WDPRE, _WDPOST = H["gradScale"], H["clipValue"], H["wdPre"], H["wdPost"]
 _RHO, _OMR, _EPSIN, _EPSOUT = H["rho"], H["oneMinusRho"], H["epsIn"], H["epsOut"]
@@ -26,6 +26,7 @@ _MU, _LRIN, _NEST, _CW, _BCMS, _BCMG = H["mu"], H["lrInMomentum"], H["nesterov"]
 _INLINE = dict(inline="always", error_model="numpy", fastmath=FASTMATH)
 _PARALLEL = dict(parallel=True, error_model="numpy", fastmath=FASTMATH, cache=True, nogil=True)
 _SERIAL = dict(error_model="numpy", fastmath=FASTMATH, cache=True, nogil=True)
+_SUM = dict(fastmath=REDUCTION_FASTMATH)  # the sum-of-squares kernels: as above, free to reassociate the sum
 
 
 @njit(**_INLINE)
@@ -154,7 +155,7 @@ def sgd_serial(w, g, blocks, seg, hyper):
         _sgd_block(b, w, g, blocks, seg, hyper)
 
 
-@njit(**_INLINE)
+@njit(**{**_INLINE, **_SUM})
 def _block_sumsq(b, g, blocks):
     g0 = blocks[b, 3]
     gg = g[g0:g0 + blocks[b, 1] - blocks[b, 0]]
@@ -165,14 +166,14 @@ def _block_sumsq(b, g, blocks):
     return acc
 
 
-@njit(**_PARALLEL)
+@njit(**{**_PARALLEL, **_SUM})
 def block_sumsq(g, blocks, out):
     """``out[b]`` = sum of squares of block ``b`` of ``g``, accumulated in float64."""
     for b in prange(blocks.shape[0]):
         out[b] = _block_sumsq(b, g, blocks)
 
 
-@njit(**_SERIAL)
+@njit(**{**_SERIAL, **_SUM})
 def block_sumsq_serial(g, blocks, out):
     """:func:`block_sumsq` on the calling thread alone."""
     for b in range(blocks.shape[0]):

@@ -135,6 +135,19 @@ class Bucket:
         parts = [part for part in parts if part[1].shape[0]]
         return RowsView(self, parts) if parts else None
 
+    def segmentGradients(self, index: int, rows: Optional["RowsView"] = None) -> list[Any]:
+        """The pieces of segment ``index``'s gradient: its dense part (unless its rows are applied lazily) and
+        its rows in ``rows``, each a flat view."""
+        pieces = []
+        if not (self.lazyRows and index in self.rowSegments):
+            offset, size = int(self.offsets[index]), int(self.sizes[index])
+            pieces.append(self.grads()[offset:offset + size])
+        if rows is not None:
+            blocks = rows.layout.hostBlocks
+            for wStart, wStop, _, gStart in blocks[rows.rowSegment[blocks[:, 2]] == index].tolist():
+                pieces.append(rows.g[gStart:gStart + wStop - wStart])
+        return pieces
+
     # --- per-segment parameters -----------------------------------------------------------------
     def segParams(self, groupLr: np.ndarray, groupWd: np.ndarray, groupWdd: np.ndarray,
                   clipFactors: Optional[np.ndarray]) -> Any:

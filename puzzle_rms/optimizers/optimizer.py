@@ -119,6 +119,34 @@ def _check_sparse_update(obj: Any, owner: str, name: str, value: Any) -> str:
     return value
 
 
+def _norm_of(values: np.ndarray) -> float:
+    """The L2 norm of float64 ``values`` without overflow: ``m * sqrt(sum((x / m)**2))`` with ``m = max |x|``
+    (NaN when a value is NaN or infinite)."""
+    biggest = float(np.max(np.abs(values))) if values.size else 0.0
+    if not math.isfinite(biggest):
+        return math.nan
+    if biggest == 0.0:
+        return 0.0
+    return biggest * math.sqrt(float(np.sum(np.square(values / biggest))))
+
+
+def _segment_norms(bucket: Bucket, rows: Any, sums: np.ndarray) -> np.ndarray:
+    """Per-segment gradient norms from the sums of squares: ``sqrt(sums)``, except where a sum is not finite.
+
+    There the segment's gradient is read again (rare: only then): a segment with a NaN or infinite element
+    gets NaN, one whose finite elements overflowed the sum (float64 gradients above about 1.3e154 / sqrt(n))
+    gets its norm computed with scaling (:func:`_norm_of`), so that no finite gradient looks non-finite and
+    norm clipping gets the true norm. inf remains only for a norm above the float64 range.
+    """
+    norms = np.sqrt(sums)
+    for i in np.flatnonzero(~np.isfinite(sums)).tolist():
+        parts = [np.asarray(bucket.backend.to_host(part), dtype=np.float64).reshape(-1)
+                 for part in bucket.segmentGradients(i, rows)]
+        finite = all(np.isfinite(part).all() for part in parts)
+        norms[i] = _norm_of(np.concatenate(parts)) if finite else math.nan
+    return norms
+
+
 class Optimizer:
     """Base of all optimizers (PuzzleLib's ``Optimizer``).
 
@@ -384,22 +412,25 @@ class Optimizer:
                                                             f"update {self.t + 1}")
         gradScale = 1.0 / self.lossScaleValue
         dynamic = isinstance(self.lossScale, DynamicLossScale)
-        sums = None
+        norms = None
         if self.nonFinite != "ignore" or dynamic or self.clipNorm is not None or self.globalClipNorm is not None:
             sums = [self.backend.segment_sumsq(bucket.grads(), bucket.layout)
                     + (0.0 if rows is None else rows.segmentSumsq()) for bucket, rows in zip(self.buckets, rowViews)]
-            if not self._finite(sums, dynamic):
+            norms = [_segment_norms(bucket, rows, bucketSums)
+                     for bucket, rows, bucketSums in zip(self.buckets, rowViews, sums)]
+            if not self._finite(norms, dynamic):
                 return False
         globalFactor = 1.0
         if self.globalClipNorm is not None:
-            norm = math.sqrt(sum(float(s.sum()) for s in sums)) * gradScale
+            total = sum(float(s.sum()) for s in sums)
+            norm = (math.sqrt(total) if math.isfinite(total) else _norm_of(np.concatenate(norms))) * gradScale
             globalFactor = min(1.0, self.globalClipNorm / norm) if norm > 0 else 1.0
-        for bucket, rows, bucketSums in zip(self.buckets, rowViews,
-                                            sums if sums is not None else [None] * len(self.buckets)):
+        for bucket, rows, bucketNorms in zip(self.buckets, rowViews,
+                                             norms if norms is not None else [None] * len(self.buckets)):
             clipFactors = None
             if self.clipNorm is not None:
-                norms = np.sqrt(bucketSums) * gradScale
-                clipFactors = self.clipNorm / np.maximum(norms, self.clipNorm)  # min(1, clipNorm / norm), 1 at norm 0
+                scaled = bucketNorms * gradScale
+                clipFactors = self.clipNorm / np.maximum(scaled, self.clipNorm)  # min(1, clipNorm / norm), 1 at norm 0
             segParams = bucket.segParams(groupLr, groupWd, groupWdd, clipFactors)
             self.step(bucket, segParams, gradScale * globalFactor)
             if rows is not None:
@@ -411,17 +442,17 @@ class Optimizer:
             self.lossScale.record(True)
         return True
 
-    def _finite(self, sums: list[np.ndarray], dynamic: bool) -> bool:
-        """Whether every gradient is finite; otherwise raise or record the skip, per the policy."""
-        if all(np.isfinite(s).all() for s in sums):
+    def _finite(self, norms: list[np.ndarray], dynamic: bool) -> bool:
+        """Whether every gradient is finite (no NaN norm); otherwise raise or record the skip, per the policy."""
+        if not any(np.isnan(n).any() for n in norms):
             return True
         if dynamic:
             self.lossScale.record(False)
         elif self.nonFinite == "ignore":
             return True
         elif self.nonFinite == "raise":
-            bad = {id(bucket.variables[i]) for bucket, s in zip(self.buckets, sums)
-                   for i in np.flatnonzero(~np.isfinite(s)).tolist()}
+            bad = {id(bucket.variables[i]) for bucket, n in zip(self.buckets, norms)
+                   for i in np.flatnonzero(np.isnan(n)).tolist()}
             # the first in the order setupOn was given, the same in local and global state
             first = next(name for group in self.groups for name, var in zip(group.names, group.variables)
                          if id(var) in bad)
