@@ -64,7 +64,7 @@ def applyRMSProp(var: Any, meanSquare: Any, moment: Any, learningRate: Any, grad
     """
     owner = "applyRMSProp"
     _check_arrays(owner, var, {"meanSquare": meanSquare, "moment": moment, "grad": grad})
-    scalars = _check_scalars(owner, learningRate, decay, momentum, epsilon)
+    scalars = _check_scalars(owner, learningRate, decay, momentum, epsilon, var.dtype)
     return _apply(var, grad, meanSquare, None, moment, None, *scalars)
 
 
@@ -80,7 +80,7 @@ def applyCenteredRMSProp(var: Any, meanGrad: Any, meanSquare: Any, moment: Any, 
     """
     owner = "applyCenteredRMSProp"
     _check_arrays(owner, var, {"meanGrad": meanGrad, "meanSquare": meanSquare, "moment": moment, "grad": grad})
-    scalars = _check_scalars(owner, learningRate, decay, momentum, epsilon)
+    scalars = _check_scalars(owner, learningRate, decay, momentum, epsilon, var.dtype)
     return _apply(var, grad, meanSquare, meanGrad, moment, None, *scalars)
 
 
@@ -94,7 +94,7 @@ def sparseApplyRMSProp(var: Any, meanSquare: Any, moment: Any, learningRate: Any
     owner = "sparseApplyRMSProp"
     _check_arrays(owner, var, {"meanSquare": meanSquare, "moment": moment})
     _check_rows(owner, var, grad, indices)
-    scalars = _check_scalars(owner, learningRate, decay, momentum, epsilon)
+    scalars = _check_scalars(owner, learningRate, decay, momentum, epsilon, var.dtype)
     return _apply(var, grad, meanSquare, None, moment, indices, *scalars)
 
 
@@ -105,7 +105,7 @@ def sparseApplyCenteredRMSProp(var: Any, meanGrad: Any, meanSquare: Any, moment:
     owner = "sparseApplyCenteredRMSProp"
     _check_arrays(owner, var, {"meanGrad": meanGrad, "meanSquare": meanSquare, "moment": moment})
     _check_rows(owner, var, grad, indices)
-    scalars = _check_scalars(owner, learningRate, decay, momentum, epsilon)
+    scalars = _check_scalars(owner, learningRate, decay, momentum, epsilon, var.dtype)
     return _apply(var, grad, meanSquare, meanGrad, moment, indices, *scalars)
 
 
@@ -171,12 +171,20 @@ def _check_learning_rate(owner: str, value: Any) -> float:
     return check_range(owner, "learningRate", value, 0.0)
 
 
-def _check_scalars(owner: str, learningRate: Any, decay: Any, momentum: Any,
-                   epsilon: Any) -> tuple[float, float, float, float]:
+def _check_scalars(owner: str, learningRate: Any, decay: Any, momentum: Any, epsilon: Any,
+                   dtype: Any) -> tuple[float, float, float, float]:
+    """The scalars, checked; ``epsilon`` must also be a normal number of the state dtype of ``dtype`` (a smaller
+    one is flushed to 0 there, and 0/0 would make NaN)."""
     lr = _check_learning_rate(owner, learningRate)
     decay = check_range(owner, "decay", _check_float(owner, "decay", decay), 0.0, 1.0)
     momentum = check_range(owner, "momentum", _check_float(owner, "momentum", momentum), 0.0)
     epsilon = check_range(owner, "epsilon", _check_float(owner, "epsilon", epsilon), 0.0, lowOpen=True)
+    stateDtype = state_dtype(np.dtype(dtype))
+    finfo = np.finfo(stateDtype)
+    if not float(finfo.tiny) <= epsilon <= float(finfo.max):
+        raise ValueError(f"{owner}: epsilon must be in [{float(finfo.tiny):g}, {float(finfo.max):g}] for {dtype} "
+                         f"arrays (state in {stateDtype}), got {epsilon!r} (a smaller value is flushed to 0 or loses "
+                         f"precision there, and 0/0 makes NaN)")
     return lr, decay, momentum, epsilon
 
 

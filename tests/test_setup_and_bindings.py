@@ -176,3 +176,14 @@ def test_raw_ops_check_every_output_before_modifying_any(backend_name, which):
     with pytest.raises(TypeError, match="numpy.matrix"):
         applyRMSProp(matrix, np.asmatrix(arrays["meanSquare"].copy()), np.asmatrix(arrays["moment"].copy()), 0.1,
                      np.asmatrix(grad), 0.9, 0.5, 1e-6)
+
+
+@pytest.mark.parametrize("dtype,epsilon", [(np.float32, 1e-46), (np.float32, 1e-39), (np.float16, 1e-40),
+                                           (np.float64, 1e-310)])
+def test_raw_ops_refuse_an_epsilon_that_vanishes_in_the_state_dtype(backend_name, dtype, epsilon):
+    var, ms, mom, grad = (np.zeros(4, dtype) for _ in range(4))
+    with pytest.raises(ValueError, match=r"applyRMSProp: epsilon must be in \[.*\] for .* arrays"):
+        applyRMSProp(var, ms, mom, 0.1, grad, 0.9, 0.0, epsilon)
+    assert not var.any() and not ms.any()
+    applyRMSProp(var, ms, mom, 0.1, grad, 0.9, 0.0, 1e-30)
+    assert np.isfinite(var).all() and not var.any()  # zero gradient, a normal epsilon: no NaN
