@@ -116,6 +116,6 @@ def check_float32_range(owner: str, name: str, value: Any, low: float, lowOpen: 
     ``[least, high]``, where it can work in float32 kernels; that error gives ``reason``."""
     value = check_range(owner, name, value, low, lowOpen=lowOpen)
     if (value != 0 and value < least) or value > high:
-        raise ValueError(f"{owner}: {name} must be {'0 or ' if least > 0 and low == 0 and not lowOpen else ''}in [{least:g}, "
-                         f"{high:g}], got {value!r} ({reason})")
+        zero = "0 or " if least > 0 and low == 0 and not lowOpen else ""
+        raise ValueError(f"{owner}: {name} must be {zero}in [{least:g}, {high:g}], got {value!r} ({reason})")
     return value

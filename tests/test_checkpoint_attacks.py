@@ -343,7 +343,8 @@ def test_loading_a_fifo_is_refused_without_blocking(tmp_path):
 BAD_COUNTERS = [
     ("t", -1), ("t", 1.5), ("t", "3"), ("t", True), ("t", None), ("t", 2 ** 70), ("skippedSteps", -2),
     ("skippedSteps", 0.5), ("skippedSteps", 2 ** 64), ("lossScaleState", {"scale": 0.0, "goodSteps": 0}),
-    ("lossScaleState", {"scale": float("nan"), "goodSteps": 0}), ("lossScaleState", {"scale": float("inf"), "goodSteps": 0}),
+    ("lossScaleState", {"scale": float("nan"), "goodSteps": 0}),
+    ("lossScaleState", {"scale": float("inf"), "goodSteps": 0}),
     ("lossScaleState", {"scale": -4.0, "goodSteps": 0}), ("lossScaleState", {"scale": 1e-39, "goodSteps": 0}),
     ("lossScaleState", {"scale": 2.0 ** 70, "goodSteps": 0}), ("lossScaleState", {"scale": 8.0, "goodSteps": -1}),
     ("lossScaleState", {"scale": 8.0, "goodSteps": 1.5}), ("lossScaleState", {"scale": 8.0}),

@@ -41,18 +41,21 @@ def _scenarios() -> dict[str, Callable[[], tuple[dict, Any, Callable[[dict, int]
 
     def make(specs: dict, seed: int) -> dict:
         rng = np.random.default_rng(seed)
-        return {name: Variable(rng.standard_normal(shape).astype(dtype), name=name) for name, (shape, dtype) in specs.items()}
+        return {name: Variable(rng.standard_normal(shape).astype(dtype), name=name)
+                for name, (shape, dtype) in specs.items()}
 
     bad = frozenset(range(3, STEPS, 5))
     return {
-        "skip": lambda: (make(SHAPES, 1), RMSProp(0.01, centered=True, momentum=0.5, nonFinite="skip"), grads(1, 1.0, bad)),
+        "skip": lambda: (make(SHAPES, 1), RMSProp(0.01, centered=True, momentum=0.5, nonFinite="skip"),
+                         grads(1, 1.0, bad)),
         "clipNorm": lambda: (make(SHAPES, 2), RMSProp(0.01, clipNorm=0.5), grads(2, 3.0)),
         "globalClipNorm": lambda: (make(DOUBLE, 3), RMSProp(0.02, globalClipNorm=1.0, momentum=0.9), grads(3, 5.0)),
         "fp16": lambda: (make(HALF, 4), RMSProp(0.01, masterWeights=True), grads(4)),
         "fp16-skip-clip": lambda: (make(HALF, 5), RMSProp(0.01, clipNorm=1.0, nonFinite="skip"), grads(5, 2.0, bad)),
         "dynamic": lambda: (make(SHAPES, 6), RMSProp(0.01, lossScale=DynamicLossScale(256.0, growthInterval=4)),
                             grads(6, 256.0, bad)),
-        "weightDecay-clipValue": lambda: (make(SHAPES, 7), RMSProp(0.01, weightDecay=0.1, clipValue=0.3), grads(7, 2.0)),
+        "weightDecay-clipValue": lambda: (make(SHAPES, 7), RMSProp(0.01, weightDecay=0.1, clipValue=0.3),
+                                          grads(7, 2.0)),
     }
 
 

@@ -80,8 +80,8 @@ class Bucket:
             self.w = backend.zeros(self.size, self.dtype)
             self.g = backend.zeros(self.size, self.dtype)
             for var, offset, size in zip(variables, self.offsets.tolist(), self.sizes.tolist()):
-                var.pin(self.w[offset:offset + size].reshape(var.shape), self.g[offset:offset + size].reshape(var.shape),
-                        owner=self)
+                var.pin(self.w[offset:offset + size].reshape(var.shape),
+                        self.g[offset:offset + size].reshape(var.shape), owner=self)
         self.state = {name: backend.full(self.size, value, self.stateDtype) for name, value in stateInit.items()}
         if masterWeights and self.dtype == np.float16:
             self.state["master"] = backend.empty(self.size, np.float32)

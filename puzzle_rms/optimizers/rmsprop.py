@@ -9,8 +9,8 @@ from puzzle_rms.optimizers.buckets import Bucket
 from puzzle_rms.optimizers.loss_scale import DynamicLossScale
 from puzzle_rms.optimizers.optimizer import Optimizer, fixed_after_setup
 from puzzle_rms.optimizers.presets import preset_arguments
-from puzzle_rms.validation import (DECAY_REASON, FLOAT32_TINY, Checked, check_bool, check_float32_range, check_optional_positive,
-                                   check_range)
+from puzzle_rms.validation import (DECAY_REASON, FLOAT32_TINY, Checked, check_bool, check_float32_range,
+                                   check_optional_positive, check_range)
 
 
 def _current(obj: Any, name: str, default: Any) -> Any:
