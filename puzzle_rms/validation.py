@@ -80,6 +80,7 @@ def check_rng(owner: str, name: str, value: Any) -> Any:
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 FLOAT32_TINY = float(np.finfo(np.float32).tiny)  # the smallest normal float32
 DECAY_REASON = "it multiplies the weights in float32 state, where a larger value is inf"
+EPSILON_REASON = "in float32 state a smaller value is flushed to 0 or loses precision, and 0/0 makes NaN weights"
 
 
 class Checked:

@@ -98,10 +98,13 @@ def test_what_setup_built_cannot_change_after_setup_the_rest_takes_effect(backen
     assert withMomentum.momentum == 0.7
 
 
-def test_preset_sequence_error_names_the_frameworks_argument():
+def test_preset_errors_name_the_frameworks_argument():
     with pytest.raises(ValueError, match=r"a lr sequence must be a non-empty") as caught:
         RMSProp.like("torch", lr=[])
     assert "learnRate" not in str(caught.value)
+    with pytest.raises(ValueError, match=r"eps must be in \[1.17549e-38, 3.40282e\+38\], got 1e-46") as caught:
+        RMSProp.like("torch", eps=1e-46)
+    assert "epsilon" not in str(caught.value)
 
 
 def test_dynamic_loss_scale_is_capped_below_inf():

@@ -16,7 +16,8 @@ from typing import Any, Callable
 import numpy as np
 
 from puzzle_rms.optimizers.schedules import validate_learn_rate
-from puzzle_rms.validation import check_bool, check_choice, check_range
+from puzzle_rms.validation import (EPSILON_REASON, FLOAT32_TINY, check_bool, check_choice, check_float32_range,
+                                   check_range)
 
 __all__ = ["PRESETS", "REQUIRED", "Argument", "Preset", "mindspore_decay_filter", "preset_arguments"]
 
@@ -68,7 +69,9 @@ def _check(owner: str, name: str, value: Any, kind: str) -> Any:
         return check_range(owner, name, value, 0.0, 1.0)
     if kind == "momentum":
         return check_range(owner, name, value, 0.0, 1.0, highOpen=True)
-    if kind == "eps" or kind == "positive":
+    if kind == "eps":  # as RMSProp checks its epsilon, under the framework's name
+        return check_float32_range(owner, name, value, 0.0, lowOpen=True, least=FLOAT32_TINY, reason=EPSILON_REASON)
+    if kind == "positive":
         return check_range(owner, name, value, 0.0, lowOpen=True)
     if kind == "nonneg":
         return check_range(owner, name, value, 0.0)

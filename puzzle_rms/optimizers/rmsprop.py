@@ -9,8 +9,8 @@ from puzzle_rms.optimizers.buckets import Bucket
 from puzzle_rms.optimizers.loss_scale import DynamicLossScale
 from puzzle_rms.optimizers.optimizer import Optimizer, fixed_after_setup
 from puzzle_rms.optimizers.presets import preset_arguments
-from puzzle_rms.validation import (DECAY_REASON, FLOAT32_TINY, Checked, check_bool, check_float32_range,
-                                   check_optional_positive, check_range)
+from puzzle_rms.validation import (DECAY_REASON, EPSILON_REASON, FLOAT32_TINY, Checked, check_bool,
+                                   check_float32_range, check_optional_positive, check_range)
 
 
 def _current(obj: Any, name: str, default: Any) -> Any:
@@ -26,9 +26,7 @@ def _factor(obj: Any, owner: str, name: str, value: Any) -> float:
 
 
 def _epsilon(obj: Any, owner: str, name: str, value: Any) -> float:
-    return check_float32_range(owner, name, value, 0.0, lowOpen=True, least=FLOAT32_TINY,
-                               reason="in float32 state a smaller value is flushed to 0 or loses precision, and 0/0 "
-                                      "makes NaN weights")
+    return check_float32_range(owner, name, value, 0.0, lowOpen=True, least=FLOAT32_TINY, reason=EPSILON_REASON)
 
 
 def _momentum(obj: Any, owner: str, name: str, value: Any) -> float:
