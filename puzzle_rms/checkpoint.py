@@ -25,7 +25,8 @@ dtype) is read and compared with the metadata, and the metadata with the
 module and optimizer, before any of its data is read; an entry is then read
 into an array of exactly the declared size and refused if it holds more. A
 damaged or hostile file raises :class:`CheckpointError` naming the problem, and
-memory stays within the size of the model plus the metadata limit.
+memory stays within the size of the model, the metadata limit and the zip
+directory (which is as long as the file holds entries).
 
 Loading validates everything first (names, shapes, dtypes, and by default the
 hyperparameters) and raises :class:`CheckpointMismatchError` listing every
@@ -448,8 +449,8 @@ class _Archive:
         try:
             with self.zip.open(info) as entry:
                 version = np.lib.format.read_magic(entry)
-                if version not in ((1, 0), (2, 0), (3, 0)):
-                    raise ValueError(f"unknown .npy format version {version}")
+                if version not in ((1, 0), (2, 0)):  # np.savez writes 1.0 (2.0 for headers over 64 KiB)
+                    raise ValueError(f".npy format version {version}, expected 1.0 or 2.0")
                 read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
                 shape, fortran, dtype = read(entry)
                 if dtype.hasobject:
