@@ -240,7 +240,9 @@ class Module:
 
         Parameters are replaced by new Variables of that dtype (values, gradients, names and
         ``learnRate`` kept). Call it before an optimizer is set up on this module: the optimizer
-        holds the Variables it was given.
+        holds the Variables it was given. The replaced Variables are retired, so an optimizer set up
+        before raises at its next update (call ``setupOn`` again) instead of updating Variables the
+        module no longer uses.
         """
         supported = backends.current().dtypesSupported
         if np.dtype(dtype) not in supported:
@@ -251,6 +253,7 @@ class Module:
                 self.vars[name] = Variable(var.data.astype(self.calctype), name=var.name,
                                            grad=None if var.grad is None else var.grad.astype(self.calctype),
                                            learnRate=var.learnRate)
+                var.retire(f"calcMode({self.calctype}) of {self!r}")
         for child in self.modules.values():
             child.calcMode(dtype)
 
