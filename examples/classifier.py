@@ -18,6 +18,7 @@ from typing import Optional
 
 import numpy as np
 
+from puzzle_rms import backends
 from puzzle_rms.backends import gpuarray
 from example_support import EXAMPLES_DIR, parse_args, run, save_loss_plot, select_backend
 from puzzle_rms.containers import Sequential
@@ -88,7 +89,8 @@ def train(backend: Optional[str] = None, epochs: int = 40, seed: int = 0, learnR
     trainX, trainY = gpuarray.to_gpu(features[trainRows]), gpuarray.to_gpu(labels[trainRows])
     testX, testY = gpuarray.to_gpu(features[testRows]), gpuarray.to_gpu(labels[testRows])
     if verbose:
-        print(f"backend {chosen.name}: {trainRows.size} training and {testRows.size} test flowers")
+        print(f"backend: {backends.describe()}")
+        print(f"{trainRows.size} training and {testRows.size} test flowers")
     history: dict[str, list[float]] = {"trainLoss": [], "testLoss": [], "testAccuracy": []}
     for epoch in range(1, epochs + 1):
         order = gen.permutation(trainRows.size)

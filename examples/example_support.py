@@ -12,11 +12,13 @@ EXAMPLES_DIR = Path(__file__).resolve().parent
 
 
 def select_backend(name: Optional[str]) -> backends.Backend:
-    """Make backend ``name`` current; None keeps the current one (chosen from ``PUZZLE_RMS_BACKEND`` at first use).
+    """Make backend ``name`` (the ``--backend`` option) current; None keeps the current one (chosen from
+    ``PUZZLE_RMS_BACKEND`` at first use). :func:`puzzle_rms.backends.describe` then says which and why.
 
-    Raises ValueError for an unknown name and BackendUnavailableError for a backend that cannot run here.
+    Raises UnknownBackendError (a ValueError) for an unknown name and BackendUnavailableError for a backend that
+    cannot run here.
     """
-    return backends.current() if name is None else backends.use(name)
+    return backends.current() if name is None else backends.use(name, origin=f"--backend {name}")
 
 
 def parse_args(description: str, epochs: int, plotName: str, argv: Optional[Sequence[str]] = None,
@@ -44,10 +46,11 @@ def _positive_int(text: str) -> int:
 
 
 def run(main: Callable[[argparse.Namespace], dict], args: argparse.Namespace) -> int:
-    """Call ``main(args)``; a backend that cannot run here ends the script with its message and exit status 2."""
+    """Call ``main(args)``; an unknown backend name (from ``PUZZLE_RMS_BACKEND``) or a backend that cannot run here
+    ends the script with a one-line ``error:`` and exit status 2."""
     try:
         main(args)
-    except backends.BackendUnavailableError as error:
+    except (backends.BackendUnavailableError, backends.UnknownBackendError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
