@@ -1,9 +1,10 @@
 """Argument checks shared by every public constructor: each error names the argument, the value and the expectation."""
 from __future__ import annotations
 
+import difflib
 import math
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -73,3 +74,16 @@ def check_rng(owner: str, name: str, value: Any) -> Any:
         raise TypeError(f"{owner}: {name} must be a numpy.random.Generator (np.random.default_rng(seed)) or None, "
                         f"got {value!r} ({type(value).__name__})")
     return value
+
+
+def check_no_unknown_keywords(owner: str, given: Iterable[str], known: Sequence[str],
+                              hint: Callable[[str], Optional[str]] = lambda keyword: None) -> None:
+    """TypeError for the first of ``given`` that ``owner`` does not take: ``hint(keyword)`` when it has one, else the
+    closest of ``known`` (ignoring case and underscores), else the list of ``known``."""
+    for keyword in given:
+        advice = hint(keyword)
+        if advice is None:
+            normal = {name.lower().replace("_", ""): name for name in known}
+            close = difflib.get_close_matches(keyword.lower().replace("_", ""), normal, n=1)
+            advice = f"did you mean {normal[close[0]]}?" if close else f"it takes: {', '.join(known)}"
+        raise TypeError(f"{owner}: unexpected keyword argument {keyword!r}; {advice}")

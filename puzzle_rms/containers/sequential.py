@@ -1,6 +1,7 @@
 """Sequential: a chain of modules."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any, Iterable, Iterator, Union
 
 from puzzle_rms.modules.module import Module
@@ -40,11 +41,23 @@ class Sequential(Module):
         return iter(list(self.modules.values()))
 
     def updateData(self, data: Any) -> Any:
-        for module in self.modules.values():
-            data = module(data)
+        for position, (key, module) in enumerate(self.modules.items()):
+            with self._where(position, key):
+                data = module(data)
         return data
 
     def updateGrad(self, grad: Any) -> Any:
         for module in reversed(list(self.modules.values())):
             grad = module.backward(grad)
         return grad
+
+    @contextmanager
+    def _where(self, position: int, key: str) -> Iterator[None]:
+        """Re-raise a child's TypeError/ValueError prefixed with where it sits in this chain (subclasses pass as is)."""
+        try:
+            yield
+        except (TypeError, ValueError) as error:
+            if type(error) not in (TypeError, ValueError):
+                raise
+            raise type(error)(f"{self!r}: module {position + 1} of {len(self.modules)} (index {position}, key {key!r}): "
+                              f"{error}") from error

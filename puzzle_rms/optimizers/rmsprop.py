@@ -1,6 +1,7 @@
 """RMSProp with every framework's variant behind PuzzleLib's names, run by one fused kernel per bucket."""
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, Callable, Optional, Union
 
@@ -8,8 +9,36 @@ from puzzle_rms.backends.backend import hyper_vector
 from puzzle_rms.optimizers.buckets import Bucket
 from puzzle_rms.optimizers.loss_scale import DynamicLossScale
 from puzzle_rms.optimizers.optimizer import Optimizer
-from puzzle_rms.optimizers.presets import preset_arguments
-from puzzle_rms.validation import check_bool, check_optional_positive, check_range
+from puzzle_rms.optimizers.presets import PRESETS, REQUIRED, preset_arguments
+from puzzle_rms.validation import check_bool, check_no_unknown_keywords, check_optional_positive, check_range
+
+# Two valid values of each preset argument kind: translating both shows which RMSProp option an argument sets.
+_SAMPLES = {"lr": (0.01, 0.02), "decay": (0.5, 0.6), "momentum": (0.5, 0.6), "eps": (0.01, 0.02),
+            "nonneg": (0.01, 0.02), "positive": (0.5, 2.0), "bool": (False, True)}
+
+
+def _option_set_by(preset: str, argument: str) -> Optional[str]:
+    """The one RMSProp option that ``argument`` of ``RMSProp.like(preset)`` sets, or None (several, none, untested)."""
+    arguments = PRESETS[preset].arguments
+    samples = _SAMPLES.get(arguments[argument].kind.removeprefix("optional-"))
+    if samples is None:
+        return None
+    base = {name: _SAMPLES["lr"][0] for name, arg in arguments.items() if arg.default is REQUIRED}
+    first, second = (preset_arguments(preset, {**base, argument: value}) for value in samples)
+    changed = [option for option in first if first[option] != second[option]]
+    return changed[0] if len(changed) == 1 else None
+
+
+def _framework_hint(keyword: str) -> Optional[str]:
+    """For a framework's argument name given to RMSProp (``lr``): our name for it and the ``RMSProp.like`` route."""
+    frameworks = [name for name, preset in PRESETS.items() if keyword in preset.arguments]
+    if not frameworks:
+        return None
+    ours = sorted({option for name in frameworks for option in [_option_set_by(name, keyword)] if option})
+    meant = f"did you mean {' or '.join(ours)}? " if ours else ""
+    example = "torch" if "torch" in frameworks else frameworks[0]
+    return (f"{meant}{keyword!r} is the name in {', '.join(frameworks)}: RMSProp.like({example!r}, {keyword}=...) "
+            f"takes that framework's argument names and defaults")
 
 
 class RMSProp(Optimizer):
@@ -84,9 +113,11 @@ class RMSProp(Optimizer):
                  clipValue: Optional[float] = None, clipWeights: Optional[float] = None, maximize: bool = False,
                  masterWeights: bool = False, lossScale: Union[float, DynamicLossScale] = 1.0,
                  clipNorm: Optional[float] = None, globalClipNorm: Optional[float] = None,
-                 nonFinite: str = "raise", sparseUpdate: str = "dense") -> None:
-        super().__init__(learnRate, nodeinfo, lossScale, clipNorm, globalClipNorm, nonFinite, sparseUpdate)
+                 nonFinite: str = "raise", sparseUpdate: str = "dense", **unknown: Any) -> None:
         owner = "RMSProp"
+        check_no_unknown_keywords(owner, unknown, [name for name in inspect.signature(RMSProp).parameters
+                                                   if name != "unknown"], _framework_hint)
+        super().__init__(learnRate, nodeinfo, lossScale, clipNorm, globalClipNorm, nonFinite, sparseUpdate)
         self.factor = check_range(owner, "factor", factor, 0.0, 1.0)
         self.epsilon = check_range(owner, "epsilon", epsilon, 0.0, lowOpen=True)
         self.epsInSqrt = check_bool(owner, "epsInSqrt", epsInSqrt)
