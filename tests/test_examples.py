@@ -57,6 +57,14 @@ def has_matplotlib() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
 
 
+def png_size(path: Path) -> tuple[int, int]:
+    """Width and height from a PNG's header (ValueError if it is not a PNG)."""
+    head = path.read_bytes()[:24]
+    if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        raise ValueError(f"{path} is not a PNG file")
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
 # --- the examples learn ---------------------------------------------------------------------------
 def test_regression_explains_most_of_the_variance(backend_name):
     """15 epochs: the test-set MSE falls below 10% of the target variance (R^2 > 0.9) and 90% below epoch 1's."""
@@ -111,7 +119,7 @@ def test_script_runs_and_plots(tmp_path, script):
     assert [line.split()[1] for line in lines if line.startswith("epoch")] == ["1/2", "2/2"]
     assert any(line.startswith("final:") for line in lines)
     if has_matplotlib():
-        assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert png_size(plot) == (1600, 1000)  # 8 x 5 inches at 200 dpi
     else:
         assert not plot.exists() and "matplotlib is not installed" in result.stdout
 
