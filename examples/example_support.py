@@ -56,6 +56,37 @@ def run(main: Callable[[argparse.Namespace], dict], args: argparse.Namespace) ->
     return 0
 
 
+class ProgressBar:
+    """``prefix [#######.......] done/total`` for the minibatches of one epoch.
+
+    On a terminal the bar is redrawn in place after every minibatch; elsewhere (a pipe, a log file) only the
+    finished bar is printed, with :meth:`finish`'s summary on the same line.
+    """
+
+    WIDTH = 30
+
+    def __init__(self, total: int, prefix: str, enabled: bool = True, stream: Any = None) -> None:
+        self.total, self.prefix, self.enabled = total, prefix, enabled
+        self.stream = sys.stdout if stream is None else stream
+        self.live = enabled and self.stream.isatty()
+
+    def _bar(self, done: int) -> str:
+        filled = self.WIDTH * done // self.total
+        return f"{self.prefix} [{'#' * filled}{'.' * (self.WIDTH - filled)}] {done}/{self.total}"
+
+    def update(self, done: int) -> None:
+        """Show ``done`` of ``total`` steps (on a terminal only)."""
+        if self.live:
+            self.stream.write("\r" + self._bar(done))
+            self.stream.flush()
+
+    def finish(self, summary: str) -> None:
+        """Print the full bar followed by ``summary`` and end the line."""
+        if self.enabled:
+            self.stream.write(("\r" if self.live else "") + f"{self._bar(self.total)}  {summary}\n")
+            self.stream.flush()
+
+
 PLOT_DPI = 200  # with a 8 x 5 inch figure: 1600 x 1000 pixels, sharp on a high-DPI screen
 
 
@@ -89,8 +120,8 @@ def plot_curves(axes: Any, curves: dict[str, list[float]], ylabel: str, notes: S
 
 
 def save_figure(plt: Any, figure: Any, path: Path, what: str) -> Path:
-    """Write ``figure`` to ``path`` as a PNG at :data:`PLOT_DPI`, close it and say where it went."""
-    figure.tight_layout()
+    """Write ``figure`` (made with ``layout="constrained"``) to ``path`` as a PNG at :data:`PLOT_DPI`, close it and
+    say where it went."""
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=PLOT_DPI)
     plt.close(figure)
@@ -107,7 +138,7 @@ def save_loss_plot(path: Optional[Path], curves: dict[str, list[float]], title: 
     plt = pyplot()
     if plt is None:
         return None
-    figure, axes = plt.subplots(figsize=(8, 5))
+    figure, axes = plt.subplots(figsize=(8, 5), layout="constrained")
     plot_curves(axes, curves, ylabel, notes, log=True)
     axes.set_title(title)
     return save_figure(plt, figure, path, "loss curve")
