@@ -189,6 +189,20 @@ def test_readme_test_command_installs_no_torch_and_says_how_to_get_its_cpu_build
     assert TORCH_CPU_COMMAND in README
 
 
+def test_readme_links_resolve_and_reference_pages_link_back():
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    linked = set()
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#:]+)\)", page.read_text()):
+            path = (page.parent / target).resolve()
+            assert path.exists(), f"{page.name} links to {target}, which does not exist"
+            linked.add(path)
+    for name in ("options", "presets", "ops", "checkpoints", "data-parallel", "benchmark"):  # the reference pages
+        page = ROOT / "docs" / f"{name}.md"
+        assert page.resolve() in linked, f"the README does not link to {page.name}"
+        assert "[Back to the README](../README.md)" in page.read_text()
+
+
 def test_readme_quick_start_runs():
     code = re.search(r"```python\n(.*?)```", README.split("## Quick start", 1)[1], flags=re.S).group(1)
     assert ISSUE_SNIPPET in code
