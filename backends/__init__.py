@@ -86,7 +86,11 @@ def _resolve(name: str) -> tuple[str, str]:
 
 
 def describe() -> str:
-    """The current backend and how it was chosen, e.g. ``numba (auto: CuPy found no CUDA device; PUZZLE_RMS_BACKEND unset)``."""
+    """The current backend and how it was chosen.
+
+    For example ``numba (auto: CuPy found no CUDA device; PUZZLE_RMS_BACKEND unset)``: ``auto`` picked numba for
+    the reason given, and the name ``auto`` came from the environment variable's default.
+    """
     backend = current()
     return f"{backend.name} ({_why})"
 

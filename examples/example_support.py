@@ -104,7 +104,8 @@ def pyplot() -> Any:
 
 
 def plot_curves(axes: Any, curves: dict[str, list[float]], ylabel: str, notes: Sequence[str], log: bool) -> None:
-    """Each named per-epoch curve on ``axes`` with a grid, and ``notes`` (final metric, settings) in the top right."""
+    """Each named per-epoch curve on ``axes`` with a grid, and ``notes`` (final metric, settings), if any, in the top
+    right corner."""
     for label, values in curves.items():
         axes.plot(range(1, len(values) + 1), values, marker="o" if len(values) < 30 else None, markersize=3,
                   label=label)
@@ -115,8 +116,10 @@ def plot_curves(axes: Any, curves: dict[str, list[float]], ylabel: str, notes: S
     axes.grid(True, which="major", alpha=0.4)
     axes.grid(True, which="minor", alpha=0.15)
     axes.legend(loc="lower left")
-    axes.text(0.98, 0.97, "\n".join(notes), transform=axes.transAxes, ha="right", va="top", fontsize=8,
-              family="monospace", bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.9, "edgecolor": "0.7"})
+    if notes:
+        box = {"boxstyle": "round", "facecolor": "white", "alpha": 0.9, "edgecolor": "0.7"}
+        axes.text(0.98, 0.97, "\n".join(notes), transform=axes.transAxes, ha="right", va="top", fontsize=8,
+                  family="monospace", bbox=box)
 
 
 def save_figure(plt: Any, figure: Any, path: Path, what: str) -> Path:

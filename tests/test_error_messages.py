@@ -81,9 +81,9 @@ def test_unnamed_variable_errors_give_its_shape_not_none(backend_name):
     ("alpha", "RMSProp: unexpected keyword argument 'alpha'; did you mean factor? 'alpha' is the name in "
               "puzzlelib-graves, torch: RMSProp.like('torch', alpha=...) takes that framework's argument names and "
               "defaults"),
-    ("learning_rate", "RMSProp: unexpected keyword argument 'learning_rate'; did you mean learnRate? 'learning_rate' is "
-                      "the name in keras, tf.keras, tf1, mindspore, mxnet, mxnet2, optax: RMSProp.like('keras', "
-                      "learning_rate=...) takes that framework's argument names and defaults"),
+    ("learning_rate", "RMSProp: unexpected keyword argument 'learning_rate'; did you mean learnRate? "
+                      "'learning_rate' is the name in keras, tf.keras, tf1, mindspore, mxnet, mxnet2, optax: "
+                      "RMSProp.like('keras', learning_rate=...) takes that framework's argument names and defaults"),
     ("learnrate", "RMSProp: unexpected keyword argument 'learnrate'; did you mean learnRate?"),
     ("momentom", "RMSProp: unexpected keyword argument 'momentom'; did you mean momentum?"),
 ])

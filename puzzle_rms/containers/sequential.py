@@ -59,5 +59,5 @@ class Sequential(Module):
         except (TypeError, ValueError) as error:
             if type(error) not in (TypeError, ValueError):
                 raise
-            raise type(error)(f"{self!r}: module {position + 1} of {len(self.modules)} (index {position}, key {key!r}): "
-                              f"{error}") from error
+            raise type(error)(f"{self!r}: module {position + 1} of {len(self.modules)} (index {position}, "
+                              f"key {key!r}): {error}") from error
