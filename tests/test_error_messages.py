@@ -105,3 +105,16 @@ def test_rmsprop_framework_names_map_to_the_option_the_preset_sets():
         RMSProp(weight_decay=0.1)
     with pytest.raises(TypeError, match=r"did you mean lossScale\? 'rescale_grad' is the name in mxnet, mxnet2"):
         RMSProp(rescale_grad=0.5)
+
+
+def test_every_framework_argument_name_points_to_rmsprop_like():
+    """Each argument name of a preset that RMSProp itself does not take gets the like() route, none crashes."""
+    import inspect
+
+    from puzzle_rms.optimizers.presets import PRESETS
+
+    ours = set(inspect.signature(RMSProp).parameters)
+    for name in sorted({argument for preset in PRESETS.values() for argument in preset.arguments} - ours):
+        with pytest.raises(TypeError, match=rf"^RMSProp: unexpected keyword argument '{name}'; .*"
+                                            rf"is the name in .*: RMSProp.like\('[\w.-]+', {name}=...\)"):
+            RMSProp(**{name: 0.5})
