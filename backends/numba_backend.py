@@ -4,7 +4,8 @@ Each kernel is one ``prange`` over the layout's blocks; inside a block the loop
 runs over slice views from index 0 (absolute indices defeat vectorization) in
 the state dtype (float32 scalars keep float32 math). ``error_model="numpy"`` is
 essential for SIMD. Kernels are cached on disk (``cache=True``), so only the
-first process on a machine pays the compile time. Layouts smaller than
+first process on a machine pays the compile time, and says so on stderr
+(:mod:`puzzle_rms.backends.numba_compile_notice`). Layouts smaller than
 :data:`PARALLEL_MIN_ELEMENTS` run the serial twin of each kernel.
 
 Numba has no float16 arithmetic on the CPU: float16 parameters go through
@@ -38,8 +39,9 @@ def create() -> "NumbaBackend":
 
 def _kernels():
     """Compile (or load from the disk cache) the kernels; imported lazily so that numpy-only runs skip numba."""
-    from . import numba_kernels
+    from . import numba_compile_notice, numba_kernels
 
+    numba_compile_notice.install(numba_kernels.__name__)
     return numba_kernels
 
 

@@ -1,9 +1,10 @@
 """Argument checks shared by every public constructor: each error names the argument, the value and the expectation."""
 from __future__ import annotations
 
+import difflib
 import math
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -120,3 +121,16 @@ def check_float32_range(owner: str, name: str, value: Any, low: float, lowOpen: 
         zero = "0 or " if least > 0 and low == 0 and not lowOpen else ""
         raise ValueError(f"{owner}: {name} must be {zero}in [{least:g}, {high:g}], got {value!r} ({reason})")
     return value
+
+
+def check_no_unknown_keywords(owner: str, given: Iterable[str], known: Sequence[str],
+                              hint: Callable[[str], Optional[str]] = lambda keyword: None) -> None:
+    """TypeError for the first of ``given`` that ``owner`` does not take: ``hint(keyword)`` when it has one, else the
+    closest of ``known`` (ignoring case and underscores), else the list of ``known``."""
+    for keyword in given:
+        advice = hint(keyword)
+        if advice is None:
+            normal = {name.lower().replace("_", ""): name for name in known}
+            close = difflib.get_close_matches(keyword.lower().replace("_", ""), normal, n=1)
+            advice = f"did you mean {normal[close[0]]}?" if close else f"it takes: {', '.join(known)}"
+        raise TypeError(f"{owner}: unexpected keyword argument {keyword!r}; {advice}")

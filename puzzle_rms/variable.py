@@ -85,22 +85,22 @@ class Variable:
                  learnRate: float = 1.0) -> None:
         backend = backends.current()
         self.name = check_optional_str("Variable", "name", name)
-        self.learnRate = learnRate
         self.wc = 0.0  # PuzzleLib's weight-decay coefficient, read by the WeightDecay hook
         self._pinned = False
         self.pinOwner: Any = None  # the optimizer bucket whose flat buffer holds data and grad, if any
         self.retiredBy: Optional[str] = None  # why this Variable was replaced (Module.calcMode), if it was
-        if backend.owns(data):
-            check_updatable(f"Variable {name!r}", "data", data)
         self._data = withGet(data if backend.owns(data) else backend.to_device(data))
+        if backend.owns(data):
+            check_updatable(self._label(), "data", data)
         if self._data.dtype not in backend.dtypesSupported:
-            raise TypeError(f"Variable {name!r}: dtype {self._data.dtype} is not supported; expected one of "
+            raise TypeError(f"{self._label()}: dtype {self._data.dtype} is not supported; expected one of "
                             f"{[str(d) for d in backend.dtypesSupported]}")
         self._grad = None
         if grad is not None or check_bool("Variable", "withgrad", withgrad):
             self._grad = withGet(backend.zeros(self._data.shape, self._data.dtype))
         if grad is not None:
             self.grad = grad  # checked against the zeros' shape and dtype, then bound
+        self.learnRate = learnRate
 
     @property
     def learnRate(self) -> float:
@@ -110,7 +110,7 @@ class Variable:
     def learnRate(self, value: float) -> None:
         """Set the multiplier; optimizers see the change at their next update."""
         global _learnRateVersion
-        self._learnRate = check_range(f"Variable {self.name!r}", "learnRate", value, 0.0)
+        self._learnRate = check_range(self._label(), "learnRate", value, 0.0)
         _learnRateVersion += 1
 
     @property
@@ -133,17 +133,21 @@ class Variable:
         """Bind a new array, or copy into the optimizer's view when pinned; check shape, dtype and backend."""
         backend = backends.current()
         if not backend.owns(value):
-            raise TypeError(f"Variable {self.name!r}: {what} must be a {backend.name} array "
+            raise TypeError(f"{self._label()}: {what} must be a {backend.name} array "
                             f"({backend.array_type.__module__}.{backend.array_type.__name__}), got {type(value).__name__}")
         if old is not None and (value.shape != old.shape or value.dtype != old.dtype):
-            raise ValueError(f"Variable {self.name!r}: {what} of shape {tuple(value.shape)} and dtype {value.dtype} "
+            raise ValueError(f"{self._label()}: {what} of shape {tuple(value.shape)} and dtype {value.dtype} "
                              f"does not match the variable's shape {tuple(old.shape)} and dtype {old.dtype}")
         if self._pinned and old is not None:
             if value is not old:
                 old[...] = value
             return old
-        check_updatable(f"Variable {self.name!r}", what, value)
+        check_updatable(self._label(), what, value)
         return withGet(value)
+
+    def _label(self) -> str:
+        """How errors name this variable: ``Variable 'W'``, or ``unnamed Variable of shape (3, 4)``."""
+        return f"Variable {self.name!r}" if self.name is not None else f"unnamed Variable of shape {self.shape}"
 
     def pin(self, data: Any, grad: Any, owner: Any = None) -> None:
         """Rebind to views of ``owner``'s flat buffers (copying the current values) and keep them."""

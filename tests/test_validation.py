@@ -123,6 +123,7 @@ CASES = [
     Case("rms-nodeinfo", rms(nodeinfo=NotANode()), TypeError, "nodeinfo", shows="NotANode"),
     Case("rms-like-name", lambda: RMSProp.like("caffe"), ValueError, "name", "caffe"),
     Case("rms-like-value", lambda: RMSProp.like("torch", alpha=2.0), ValueError, "alpha", 2.0),
+    Case("rms-unknown-keyword", lambda: RMSProp(lr=0.01), TypeError, "learnRate", shows="'lr'"),
     Case("rms-like-unknown-argument", lambda: RMSProp.like("torch", learning_rate=0.1), TypeError,
          "learning_rate", shows="'learning_rate'"),
     Case("rms-like-missing-argument", lambda: RMSProp.like("optax"), TypeError, "learning_rate",

@@ -1,6 +1,7 @@
 """RMSProp with every framework's variant behind PuzzleLib's names, run by one fused kernel per bucket."""
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, Callable, Optional, Union
 
@@ -8,9 +9,10 @@ from puzzle_rms.backends.backend import hyper_vector
 from puzzle_rms.optimizers.buckets import Bucket
 from puzzle_rms.optimizers.loss_scale import DynamicLossScale
 from puzzle_rms.optimizers.optimizer import Optimizer, fixed_after_setup
-from puzzle_rms.optimizers.presets import preset_arguments
+from puzzle_rms.optimizers.presets import PRESETS, REQUIRED, preset_arguments
 from puzzle_rms.validation import (DECAY_REASON, EPSILON_REASON, FLOAT32_TINY, Checked, check_bool, check_choice,
-                                   check_float32_range, check_int, check_optional_positive, check_range)
+                                   check_float32_range, check_int, check_no_unknown_keywords, check_optional_positive,
+                                   check_range)
 
 
 def _current(obj: Any, name: str, default: Any) -> Any:
@@ -105,6 +107,35 @@ def _ema_momentum(obj: Any, owner: str, name: str, value: Any) -> Any:
 
 def _ema_start(obj: Any, owner: str, name: str, value: Any) -> str:
     return check_choice(owner, name, value, ("first-update", "initial-weights"))
+
+
+# Two valid values of each preset argument kind: translating both shows which RMSProp option an argument sets.
+_SAMPLES = {"lr": (0.01, 0.02), "decay": (0.5, 0.6), "momentum": (0.5, 0.6), "eps": (0.01, 0.02),
+            "eps0": (0.01, 0.02), "nonneg": (0.01, 0.02), "positive": (0.5, 2.0), "bool": (False, True)}
+
+
+def _option_set_by(preset: str, argument: str) -> Optional[str]:
+    """The one RMSProp option that ``argument`` of ``RMSProp.like(preset)`` sets, or None (several, none, untested)."""
+    arguments = PRESETS[preset].arguments
+    samples = _SAMPLES.get(arguments[argument].kind.removeprefix("optional-"))
+    if samples is None:
+        return None
+    base = {name: _SAMPLES["lr"][0] for name, arg in arguments.items() if arg.default is REQUIRED}
+    first, second = (preset_arguments(preset, {**base, argument: value}) for value in samples)
+    changed = [option for option in first if first[option] != second[option]]
+    return changed[0] if len(changed) == 1 else None
+
+
+def _framework_hint(keyword: str) -> Optional[str]:
+    """For a framework's argument name given to RMSProp (``lr``): our name for it and the ``RMSProp.like`` route."""
+    frameworks = [name for name, preset in PRESETS.items() if keyword in preset.arguments]
+    if not frameworks:
+        return None
+    ours = sorted({option for name in frameworks for option in [_option_set_by(name, keyword)] if option})
+    meant = f"did you mean {' or '.join(ours)}? " if ours else ""
+    example = "torch" if "torch" in frameworks else frameworks[0]
+    return (f"{meant}{keyword!r} is the name in {', '.join(frameworks)}: RMSProp.like({example!r}, {keyword}=...) "
+            f"takes that framework's argument names and defaults")
 
 
 class RMSProp(Optimizer):
@@ -243,7 +274,9 @@ class RMSProp(Optimizer):
                  nonFinite: str = "raise", sparseUpdate: str = "dense", sparseDuplicates: str = "sum",
                  clipValueFirst: bool = False, gradientAccumulationSteps: int = 1,
                  emaMomentum: Optional[float] = None, emaOverwriteFrequency: Optional[int] = None,
-                 emaStart: str = "first-update") -> None:
+                 emaStart: str = "first-update", **unknown: Any) -> None:
+        check_no_unknown_keywords("RMSProp", unknown, [name for name in inspect.signature(RMSProp).parameters
+                                                       if name != "unknown"], _framework_hint)
         super().__init__(learnRate, nodeinfo, lossScale, clipNorm, globalClipNorm, nonFinite, sparseUpdate,
                          sparseDuplicates)
         self.factor = factor
