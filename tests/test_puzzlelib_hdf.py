@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-h5py = pytest.importorskip("h5py")
+h5py = pytest.importorskip("h5py", reason="h5py is not installed (pip install -e '.[hdf5]')")
 
 import puzzlelib_golden as golden  # noqa: E402
 
