@@ -19,7 +19,7 @@ import argparse
 import gzip
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 

@@ -51,7 +51,7 @@ import stat
 import struct
 import zipfile
 import zlib
-from typing import Any, Mapping, Optional, Protocol, Union
+from typing import Any, BinaryIO, Callable, Mapping, Optional, Protocol, Union
 
 import numpy as np
 
@@ -364,9 +364,13 @@ def _process_exists(pid: int) -> bool:
 
 
 def _atomic_savez(path: str, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` as an .npz to a temporary file beside ``path``, fsync it, rename it over ``path``.
+    """Write ``arrays`` as an .npz to ``path`` atomically (:func:`_atomic_write`)."""
+    _atomic_write(path, lambda stream: np.savez(stream, allow_pickle=False, **arrays))
 
-    Temporary files left by writers of the same path on this host that have died are removed first.
+
+def _atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write(stream)`` on a temporary file beside ``path``, fsync it, rename it over ``path``, fsync the
+    folder. Temporary files left by writers of the same path on this host that have died are removed first.
     """
     folder = os.path.dirname(os.path.abspath(path))
     prefix = _temporary_prefix(path)
@@ -375,7 +379,7 @@ def _atomic_savez(path: str, arrays: dict[str, np.ndarray]) -> None:
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as stream:
-            np.savez(stream, allow_pickle=False, **arrays)
+            write(stream)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
