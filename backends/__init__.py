@@ -11,13 +11,15 @@ else numba, else numpy), or explicitly with :func:`use`.
 """
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 from typing import Optional
 
-from .backend import Backend, BackendUnavailableError
+from .backend import Backend, BackendUnavailableError, UnknownBackendError
 
-__all__ = ["Backend", "BackendUnavailableError", "ENV_VAR", "NAMES", "available", "current", "use"]
+__all__ = ["Backend", "BackendUnavailableError", "ENV_VAR", "NAMES", "UnknownBackendError", "available", "current",
+           "describe", "use"]
 
 ENV_VAR = "PUZZLE_RMS_BACKEND"
 
@@ -29,19 +31,30 @@ _MODULES = {
 }
 _AUTO_ORDER = ("cupy", "numba", "numpy")
 NAMES = tuple(_MODULES) + ("auto",)
+# Other libraries' names for the GPU backend (PuzzleLib's is "cuda").
+_ALIASES = {"cuda": "cupy", "gpu": "cupy"}
 
 _instances: dict[str, Backend] = {}
 _current: Optional[Backend] = None
+_why = ""  # how the current backend was chosen, for describe()
 
 
 def _module(name: str):
     return importlib.import_module(_MODULES[name], __name__)
 
 
-def _check_name(name: object) -> str:
-    if not isinstance(name, str) or name.lower() not in NAMES:
-        raise ValueError(f"unknown backend {name!r}: expected one of {', '.join(NAMES)}")
-    return name.lower()
+def _check_name(name: object, source: str = "") -> str:
+    """``name`` in lower case, or UnknownBackendError saying where it came from (``source``) and what was meant."""
+    if isinstance(name, str) and name.lower() in NAMES:
+        return name.lower()
+    hint = ""
+    if isinstance(name, str) and name.lower() in _ALIASES:
+        hint = (f"; did you mean {_ALIASES[name.lower()]!r}? (backends are named after their array library here: "
+                f"cupy is the CUDA GPU backend, PuzzleLib's 'cuda')")
+    elif isinstance(name, str):
+        close = difflib.get_close_matches(name.lower(), NAMES, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise UnknownBackendError(f"unknown backend {name!r}{source}: expected one of {', '.join(NAMES)}{hint}")
 
 
 def unavailable_reason(name: str) -> Optional[str]:
@@ -54,15 +67,38 @@ def available() -> list[str]:
     return [name for name in _AUTO_ORDER if unavailable_reason(name) is None]
 
 
-def _resolve(name: str) -> str:
-    name = _check_name(name)
+def _short(reason: str) -> str:
+    """A probe's reason without its install hint in parentheses (``the package 'cupy' is not installed``)."""
+    return reason.split(" (", 1)[0]
+
+
+def _resolve(name: str) -> tuple[str, str]:
+    """The backend ``name`` stands for, and for ``auto`` why the ones before it were passed over."""
     if name != "auto":
-        return name
-    return available()[0]
+        return name, ""
+    passedOver = []
+    for candidate in _AUTO_ORDER:
+        reason = unavailable_reason(candidate)
+        if reason is None:
+            return candidate, "auto: " + "".join(f"{skipped}; " for skipped in passedOver)
+        passedOver.append(_short(reason))
+    raise BackendUnavailableError(f"no backend is usable here: {'; '.join(passedOver)}")
 
 
-def use(name: str) -> Backend:
+def describe() -> str:
+    """The current backend and how it was chosen.
+
+    For example ``numba (auto: CuPy found no CUDA device; PUZZLE_RMS_BACKEND unset)``: ``auto`` picked numba for
+    the reason given, and the name ``auto`` came from the environment variable's default.
+    """
+    backend = current()
+    return f"{backend.name} ({_why})"
+
+
+def use(name: str, origin: str = "backends.use()") -> Backend:
     """Make backend ``name`` current and return it.
+
+    ``origin`` says where the name came from (a command-line option, say); :func:`describe` reports it.
 
     Raises
     ------
@@ -72,19 +108,28 @@ def use(name: str) -> Backend:
         The named backend's package or device is missing; the message says
         what is missing and how to install it. There is no silent fallback.
     """
-    global _current
-    resolved = _resolve(name)
+    return _select(_check_name(name), origin)
+
+
+def _select(name: str, origin: str) -> Backend:
+    global _current, _why
+    resolved, how = _resolve(name)
     if resolved not in _instances:
         reason = unavailable_reason(resolved)
         if reason is not None:
             raise BackendUnavailableError(f"backend {resolved!r} is not usable here: {reason}")
         _instances[resolved] = _module(resolved).create()
-    _current = _instances[resolved]
+    _current, _why = _instances[resolved], how + origin
     return _current
 
 
 def current() -> Backend:
-    """The current backend; on first call it is chosen from ``PUZZLE_RMS_BACKEND`` (default auto)."""
+    """The current backend; on first call it is chosen from ``PUZZLE_RMS_BACKEND`` (default auto).
+
+    Raises UnknownBackendError (a ValueError) naming the variable when its value is not a backend name.
+    """
     if _current is None:
-        return use(os.environ.get(ENV_VAR, "auto") or "auto")
+        value = os.environ.get(ENV_VAR)
+        origin = f"{ENV_VAR} unset" if value is None else f"{ENV_VAR}={value or repr(value)}"
+        return _select(_check_name(value or "auto", f" in the environment variable {ENV_VAR}"), origin)
     return _current

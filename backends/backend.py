@@ -25,6 +25,10 @@ class BackendUnavailableError(RuntimeError):
     """A named backend cannot run here: its package or its device is missing."""
 
 
+class UnknownBackendError(ValueError):
+    """A backend name that is none of ``numpy``, ``numba``, ``cupy``, ``auto``."""
+
+
 SEG_COLUMNS = ("lr", "wd", "wScale", "gradScale")
 HYPER_FIELDS = (
     "gradScale", "clipValue", "wdPre", "wdPost", "rho", "oneMinusRho", "epsIn", "epsOut",

@@ -20,7 +20,8 @@ device in a fixed order with no atomics: one partial per layout block, then
 one tree per segment over its blocks' partials. The same layout on the same
 kind of GPU gives the same bits in every run and on every rank; all the
 buckets' sums of one step come to the host in one copy
-(:meth:`CupyBackend.segment_sumsq_many`).
+(:meth:`CupyBackend.segment_sumsq_many`); the buffer of block partials is the calling
+thread's own (optimizers may step concurrently from several threads).
 
 CuPy compiles every kernel with ``-ftz=true`` (appended after the caller's
 options), so float32 arithmetic on the GPU flushes subnormal values (below
@@ -34,6 +35,7 @@ NVRTC and executes it on the CPU.
 from __future__ import annotations
 
 import importlib.util
+import threading
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -309,7 +311,7 @@ class CupyBackend(Backend):
             import cupy
         self.xp = cupy
         self._functions: dict[tuple, Any] = {}
-        self._blockSums: dict[int, Any] = {}
+        self._local = threading.local()  # the calling thread's buffers of per-block partial sums, per device
         self._waves: dict[int, int] = {}
         self._stateFunctions: dict[str, Any] = {}  # compressed-state kernels by their defines
 
@@ -432,9 +434,11 @@ class CupyBackend(Backend):
         return np.split(host, np.cumsum(counts)[:-1])
 
     def _partials(self, nblocks: int) -> Any:
-        """A reused float64 buffer of at least ``nblocks`` elements on the current device (stream-ordered reuse)."""
+        """This thread's reused float64 buffer of at least ``nblocks`` elements on the current device
+        (stream-ordered reuse)."""
         device = self.current_device()
-        buffer = self._blockSums.get(device)
+        buffers = self._local.__dict__.setdefault("blockSums", {})
+        buffer = buffers.get(device)
         if buffer is None or buffer.size < nblocks:
-            buffer = self._blockSums[device] = self.xp.empty(max(nblocks, 1024), np.float64)
+            buffer = buffers[device] = self.xp.empty(max(nblocks, 1024), np.float64)
         return buffer[:nblocks]

@@ -4,15 +4,18 @@ Each kernel is one ``prange`` over the layout's blocks; inside a block the loop
 runs over slice views from index 0 (absolute indices defeat vectorization) in
 the state dtype (float32 scalars keep float32 math). ``error_model="numpy"`` is
 essential for SIMD. Kernels are cached on disk (``cache=True``), so only the
-first process on a machine pays the compile time. Layouts smaller than
+first process on a machine pays the compile time, and says so on stderr
+(:mod:`puzzle_rms.backends.numba_compile_notice`). Layouts smaller than
 :data:`PARALLEL_MIN_ELEMENTS` run the serial twin of each kernel.
 
 Numba has no float16 arithmetic on the CPU: float16 parameters go through
-float32 scratch copies around the same kernel.
+float32 scratch copies around the same kernel. Scratch buffers belong to the
+calling thread, so optimizers may step concurrently from several threads.
 """
 from __future__ import annotations
 
 import importlib.util
+import threading
 from typing import Any, Optional
 
 import numpy as np
@@ -36,8 +39,9 @@ def create() -> "NumbaBackend":
 
 def _kernels():
     """Compile (or load from the disk cache) the kernels; imported lazily so that numpy-only runs skip numba."""
-    from . import numba_kernels
+    from . import numba_compile_notice, numba_kernels
 
+    numba_compile_notice.install(numba_kernels.__name__)
     return numba_kernels
 
 
@@ -50,18 +54,18 @@ class NumbaBackend(Backend):
 
     def __init__(self) -> None:
         self.kernels = _kernels()
-        self._scratch: dict[str, np.ndarray] = {}
-        self._blockSums = np.empty(0)
+        self._local = threading.local()  # scratch buffers of the calling thread
 
     def _kernel(self, name: str, layout: Layout) -> Any:
         """Kernel ``name``: its parallel version for large layouts, its serial one for small ones."""
         return getattr(self.kernels, name if layout.size >= PARALLEL_MIN_ELEMENTS else f"{name}_serial")
 
     def _f32(self, key: str, array: np.ndarray) -> np.ndarray:
-        """A float32 copy of ``array`` in a reused scratch buffer."""
-        buf = self._scratch.get(key)
+        """A float32 copy of ``array`` in a scratch buffer of the calling thread."""
+        scratch = self._local.__dict__.setdefault("scratch", {})
+        buf = scratch.get(key)
         if buf is None or buf.size < array.size:
-            buf = self._scratch[key] = np.empty(array.size, np.float32)
+            buf = scratch[key] = np.empty(array.size, np.float32)
         out = buf[:array.size]
         np.copyto(out, array, casting="unsafe")
         return out
@@ -122,8 +126,9 @@ class NumbaBackend(Backend):
         if layout.hostBlocks.shape[0] == 0:
             return np.zeros(layout.numSegments)
         nblocks = layout.hostBlocks.shape[0]
-        if self._blockSums.size < nblocks:
-            self._blockSums = np.empty(nblocks)
-        partial = self._blockSums[:nblocks]
+        sums = self._local.__dict__.get("blockSums")
+        if sums is None or sums.size < nblocks:
+            sums = self._local.blockSums = np.empty(nblocks)
+        partial = sums[:nblocks]
         self._kernel("block_sumsq", layout)(g if g.dtype != np.float16 else self._f32("g", g), layout.blocks, partial)
         return np.bincount(layout.hostBlocks[:, 2], weights=partial, minlength=layout.numSegments)

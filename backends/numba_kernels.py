@@ -18,8 +18,16 @@ from numba import njit, prange
 
 from .backend import HYPER_INDEX as H
 
-# Fast-math without 'nnan'/'ninf': infinities are the "no clipping" bounds, and NaNs must propagate.
-FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+# Fast-math without 'nnan'/'ninf': infinities are the "no clipping" bounds, and NaNs must propagate. Nor
+# 'contract' or 'reassoc' in the update kernels, measured: with 'contract' the centered variance
+# ``bcMs*ms - (bcMg*mg)**2`` becomes an FMA whose rounding differs from NumPy's where the two terms cancel
+# (a constant gradient: steps up to 1.7x NumPy's after 200-300 float32 updates in our probe, and unbounded
+# in general, since the root of a rounding residual is divided by); with 'reassoc' ``(1 - rho) * g * g``
+# may square first, which overflows float32 for |g| > 1.8e19 where NumPy's order does not, leaving
+# ``ms = inf`` and the weight frozen for good. Without them the kernels give NumPy's numbers.
+FASTMATH = {"nsz", "arcp", "afn"}
+# The sum-of-squares pass may reassociate (vectorised summation): the order only changes a norm's rounding.
+REDUCTION_FASTMATH = FASTMATH | {"reassoc"}
 
 _GS, _CV, _WDPRE, _WDPOST = H["gradScale"], H["clipValue"], H["wdPre"], H["wdPost"]
 _RHO, _OMR, _EPSIN, _EPSOUT = H["rho"], H["oneMinusRho"], H["epsIn"], H["epsOut"]
@@ -29,6 +37,7 @@ _C1LR, _C1FIX, _C2LR, _C2FIX, _C3LR = H["c1Lr"], H["c1Fixed"], H["c2Lr"], H["c2F
 _INLINE = dict(inline="always", error_model="numpy", fastmath=FASTMATH)
 _PARALLEL = dict(parallel=True, error_model="numpy", fastmath=FASTMATH, cache=True, nogil=True)
 _SERIAL = dict(error_model="numpy", fastmath=FASTMATH, cache=True, nogil=True)
+_SUM = dict(fastmath=REDUCTION_FASTMATH)  # the sum-of-squares kernels: as above, free to reassociate the sum
 
 
 @njit(**_INLINE)
@@ -166,7 +175,7 @@ def sgd_serial(w, g, mom, blocks, seg, hyper, momentum):
         _sgd_block(b, w, g, mom, blocks, seg, hyper, momentum)
 
 
-@njit(**_INLINE)
+@njit(**{**_INLINE, **_SUM})
 def _block_sumsq(b, g, blocks):
     g0 = blocks[b, 3]
     gg = g[g0:g0 + blocks[b, 1] - blocks[b, 0]]
@@ -177,14 +186,14 @@ def _block_sumsq(b, g, blocks):
     return acc
 
 
-@njit(**_PARALLEL)
+@njit(**{**_PARALLEL, **_SUM})
 def block_sumsq(g, blocks, out):
     """``out[b]`` = sum of squares of block ``b`` of ``g``, accumulated in float64."""
     for b in prange(blocks.shape[0]):
         out[b] = _block_sumsq(b, g, blocks)
 
 
-@njit(**_SERIAL)
+@njit(**{**_SERIAL, **_SUM})
 def block_sumsq_serial(g, blocks, out):
     """:func:`block_sumsq` on the calling thread alone."""
     for b in range(blocks.shape[0]):

@@ -3,7 +3,8 @@
 The kernels compute what :mod:`puzzle_rms.backends.reference` states, and are tested
 against it. To be usable without Numba they never allocate in the step: every ufunc
 writes with ``out=`` into the state buffers themselves or into scratch buffers that
-are reused from call to call, and the work goes in chunks of :data:`CHUNK`
+are reused from call to call (each thread has its own, so optimizers may step
+concurrently from several threads), and the work goes in chunks of :data:`CHUNK`
 elements so that the scratch buffers and the chunk's state stay in cache while
 a dozen passes go over them. Terms that are neutral (no weight decay, infinite
 clip bounds, a weight scale of 1, eps 0) are skipped, which leaves the result
@@ -15,6 +16,7 @@ calls per chunk rather than per run.
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any, Iterator, Optional
 
 import numpy as np
@@ -79,14 +81,14 @@ class NumpyBackend(Backend):
     xp = np
 
     def __init__(self) -> None:
-        self._scratch: dict[np.dtype, tuple[np.ndarray, ...]] = {}
-        self._squares = np.empty(0)
+        self._local = threading.local()  # scratch buffers of the calling thread
 
     def _buffers(self, dtype: np.dtype) -> tuple[np.ndarray, ...]:
-        """Seven reused scratch buffers of ``dtype``, each large enough for one piece."""
-        if dtype not in self._scratch:
-            self._scratch[dtype] = tuple(np.empty(CHUNK + SHORT_RUN, dtype) for _ in range(7))
-        return self._scratch[dtype]
+        """Seven scratch buffers of ``dtype`` owned by the calling thread, each large enough for one piece."""
+        scratch = self._local.__dict__.setdefault("scratch", {})
+        if dtype not in scratch:
+            scratch[dtype] = tuple(np.empty(CHUNK + SHORT_RUN, dtype) for _ in range(7))
+        return scratch[dtype]
 
     def rmsprop_update(self, w: np.ndarray, g: np.ndarray, ms: np.ndarray, mg: Optional[np.ndarray],
                        mom: Optional[np.ndarray], layout: Layout, segParams: np.ndarray, hyper: np.ndarray) -> None:
@@ -203,10 +205,11 @@ class NumpyBackend(Backend):
     def segment_sumsq(self, g: np.ndarray, layout: Layout) -> np.ndarray:
         blocks = layout.hostBlocks
         partial = np.zeros(blocks.shape[0])
-        if self._squares.size < CHUNK + self.blockElems:
-            self._squares = np.empty(CHUNK + self.blockElems)
+        squares = self._local.__dict__.get("squares")
+        if squares is None:
+            squares = self._local.squares = np.empty(CHUNK + self.blockElems)
         for first, last, start, stop in _gradient_windows(blocks):
-            x = self._squares[:stop - start]
+            x = squares[:stop - start]
             np.copyto(x, g[start:stop])  # float64, so that the sums neither round badly nor overflow
             if last - first == 1:
                 partial[first] = np.dot(x, x)

@@ -7,6 +7,11 @@ training set's mean and standard deviation. The network is
 ``Linear(4, 16) - tanh - Linear(16, 3)`` with softmax cross-entropy, trained on
 minibatches of 16 with ``RMSProp(learnRate=0.01, factor=0.9)`` and global state.
 
+With the default seed the test loss ends about ten times below the train loss. That is the split, not a
+bug: the few versicolor and virginica flowers whose measurements overlap all landed in the training set
+(five of its 120 flowers carry two thirds of its loss, and the two it misclassifies are among them) while
+the 30 test flowers are all easy; with ``--seed 1`` the order reverses (train 0.015, test 0.42).
+
 Run ``python examples/classifier.py [--backend numba] [--epochs 40] [--seed 0]``.
 """
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Optional
 
 import numpy as np
 
+from puzzle_rms import backends
 from puzzle_rms.backends import gpuarray
 from example_support import EXAMPLES_DIR, parse_args, run, save_loss_plot, select_backend
 from puzzle_rms.containers import Sequential
@@ -88,7 +94,8 @@ def train(backend: Optional[str] = None, epochs: int = 40, seed: int = 0, learnR
     trainX, trainY = gpuarray.to_gpu(features[trainRows]), gpuarray.to_gpu(labels[trainRows])
     testX, testY = gpuarray.to_gpu(features[testRows]), gpuarray.to_gpu(labels[testRows])
     if verbose:
-        print(f"backend {chosen.name}: {trainRows.size} training and {testRows.size} test flowers")
+        print(f"backend: {backends.describe()}")
+        print(f"{trainRows.size} training and {testRows.size} test flowers")
     history: dict[str, list[float]] = {"trainLoss": [], "testLoss": [], "testAccuracy": []}
     for epoch in range(1, epochs + 1):
         order = gen.permutation(trainRows.size)
@@ -115,8 +122,11 @@ def train(backend: Optional[str] = None, epochs: int = 40, seed: int = 0, learnR
 
 def main(args: argparse.Namespace) -> dict:
     metrics = train(args.backend, args.epochs, args.seed)
+    notes = [f"test accuracy {metrics['testAccuracy'][-1]:.3f}", f"train accuracy {metrics['trainAccuracy']:.3f}",
+             f"{args.epochs} epochs, batch {BATCH}, seed {args.seed}", "RMSProp lr 0.01, factor 0.9",
+             f"backend {metrics['backend']}"]
     save_loss_plot(args.plot, {"train": metrics["trainLoss"], "test": metrics["testLoss"]},
-                   f"Iris classifier, RMSProp on {metrics['backend']}", "cross-entropy")
+                   f"Iris classifier, RMSProp on {metrics['backend']}", "cross-entropy", notes)
     return metrics
 
 

@@ -38,6 +38,7 @@ if __name__ == "__main__" and "--distributed" in sys.argv:  # before NumPy and N
 
 import numpy as np  # noqa: E402 (after the thread settings)
 
+from puzzle_rms import backends  # noqa: E402
 from puzzle_rms.backends import gpuarray  # noqa: E402
 from example_support import parse_args, run, save_loss_plot, select_backend  # noqa: E402
 from puzzle_rms.containers import Sequential  # noqa: E402
@@ -112,7 +113,8 @@ def train(backend: Optional[str] = None, epochs: int = 30, seed: int = 0, learnR
     trainX, trainY = gpuarray.to_gpu(x[:TRAIN]), gpuarray.to_gpu(y[:TRAIN])
     testX, testY = gpuarray.to_gpu(x[TRAIN:]), gpuarray.to_gpu(y[TRAIN:])
     if verbose:
-        print(f"backend {chosen.name}: {TRAIN} training and {SAMPLES - TRAIN} test points, "
+        print(f"backend: {backends.describe()}")
+        print(f"{TRAIN} training and {SAMPLES - TRAIN} test points, "
               f"{sum(v.size for v in net.namedVariables().values())} parameters"
               + (f"; {ranks} ranks, {BATCH // ranks} rows of every minibatch of {BATCH} each" if ranks > 1 else ""))
     history: dict[str, list[float]] = {"trainLoss": [], "testLoss": []}
@@ -163,8 +165,11 @@ def main(args: argparse.Namespace) -> dict:
     nodeinfo = world() if args.distributed else None
     metrics = train(args.backend, args.epochs, args.seed, nodeinfo=nodeinfo)
     if nodeinfo is None or nodeinfo.isRoot:
+        notes = [f"test R\u00b2 {metrics['testR2']:.4f}", f"{args.epochs} epochs, batch {BATCH}, seed {args.seed}",
+                 "RMSProp lr 0.005 cosine to 5%, factor 0.9",
+                 f"backend {metrics['backend']}" + (f", {nodeinfo.size} ranks" if nodeinfo is not None else "")]
         save_loss_plot(args.plot, {"train": metrics["trainLoss"], "test": metrics["testLoss"]},
-                       f"MLP regression, RMSProp on {metrics['backend']}", "MSE loss (half mean squared error)")
+                       f"MLP regression, RMSProp on {metrics['backend']}", "MSE loss (half mean squared error)", notes)
     return metrics
 
 

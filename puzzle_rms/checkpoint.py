@@ -12,8 +12,21 @@ object arrays, so loading never runs code from the file.
 Writing is atomic: the archive goes to a temporary file in the destination
 folder, is flushed and fsynced, renamed over the destination with
 :func:`os.replace`, and the folder is fsynced. A process killed mid-save leaves
-the previous checkpoint intact (and possibly a stray ``.<name>.*.tmp`` file,
-safe to delete).
+the previous checkpoint intact and a stray ``.<name>.<digest>.<host>.<pid>.*.tmp``
+file, which the next save to the same path on the same host removes once
+process ``<pid>`` is gone. Names are checked before anything is written: every
+variable name must be a str without NUL that UTF-8 can encode, and no two
+arrays may share an entry, so each array round-trips.
+
+Reading is bounded: a checkpoint must be a regular file (a FIFO or a device is
+refused without blocking); the metadata entry may hold at most
+:data:`METADATA_LIMIT` bytes; every array entry's ``.npy`` header (shape,
+dtype) is read and compared with the metadata, and the metadata with the
+module and optimizer, before any of its data is read; an entry is then read
+into an array of exactly the declared size and refused if it holds more. A
+damaged or hostile file raises :class:`CheckpointError` naming the problem, and
+memory stays within the size of the model, the metadata limit and the zip
+directory (which is as long as the file holds entries).
 
 Loading validates everything first (names, shapes, dtypes, and by default the
 hyperparameters) and raises :class:`CheckpointMismatchError` listing every
@@ -29,11 +42,16 @@ imports no optimizer.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import secrets
+import socket
+import stat
+import struct
 import zipfile
-from typing import Any, Mapping, Optional, Protocol, Union
+import zlib
+from typing import Any, BinaryIO, Callable, Mapping, Optional, Protocol, Union
 
 import numpy as np
 
@@ -55,6 +73,13 @@ _ADDED_HYPERPARAMETERS = {"sparseDuplicates": "sum", "clipValueFirst": False, "g
                           "stateDtype": "float32", "stateSeed": 0}
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 HYPERPARAMETER_MODES = ("check", "keep")
+METADATA_LIMIT = 16 << 20  # bytes of JSON metadata a checkpoint may hold (about 80,000 entries)
+METADATA_DEPTH = 64  # deepest nesting of lists and objects accepted in the metadata
+NAME_MAX = 255  # bytes in one file name (ext4, xfs, btrfs, APFS, NTFS)
+_READ_CHUNK = 1 << 20
+# what a damaged zip entry or .npy header can raise while it is read (zlib, struct and zipfile errors included)
+_DAMAGE = (ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError, RuntimeError, zlib.error,
+           struct.error, UnicodeError, OverflowError, KeyError, TypeError, SyntaxError, RecursionError)
 
 PathLike = Union[str, "os.PathLike[str]"]
 EntryKey = tuple[str, str, Optional[str]]  # (section, variable, buffer); buffer is None for module parameters
@@ -234,14 +259,52 @@ def _host(array: Any) -> np.ndarray:
     return np.asarray(backends.current().to_host(array), order="C")  # keeps 0-d shapes, unlike ascontiguousarray
 
 
+def _entry_key(section: str, name: str, buffer: Optional[str]) -> str:
+    return f"param:{name}" if section == "module" else f"state:{name}:{buffer}"
+
+
+def _check_names(path: str, arrays: dict[EntryKey, Any]) -> None:
+    """Refuse names that would not round-trip, before anything is written.
+
+    A name must be a str (JSON keeps 0 and "0" apart, the archive's entry names do not), hold no NUL
+    (zip entry names end there) and be encodable as UTF-8 (no lone surrogates); no two arrays may share
+    an entry.
+    """
+    owners: dict[str, EntryKey] = {}
+    for key in arrays:
+        section, name, buffer = key
+        for what, value in (("variable name", name), ("state buffer name", buffer)):
+            if value is None and what == "state buffer name":
+                continue
+            if not isinstance(value, str):
+                raise TypeError(f"checkpoint {path!r}: {what} {value!r} is a {type(value).__name__}; names must be "
+                                f"str (so that 0 and '0' stay apart); nothing was written")
+            if "\0" in value:
+                raise ValueError(f"checkpoint {path!r}: {what} {value!r} contains a NUL character, which a zip entry "
+                                 f"name cannot hold; nothing was written")
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as error:
+                raise ValueError(f"checkpoint {path!r}: {what} {value!r} cannot be encoded as UTF-8 ({error}); "
+                                 f"nothing was written") from None
+        if arrays[key] is None:
+            continue
+        entry = _entry_key(section, name, buffer)
+        if entry in owners:
+            raise ValueError(f"checkpoint {path!r}: {_label(owners[entry])} and {_label(key)} would share the "
+                             f"archive entry {entry!r}; rename one of them; nothing was written")
+        owners[entry] = key
+
+
 def _write(path: str, arrays: dict[EntryKey, Any], module: Any, optimizer: Any) -> None:
     """Build the archive from ``arrays`` and the metadata, then write it atomically."""
+    _check_names(path, arrays)
     entries, payload = [], {}
     for (section, name, buffer), array in arrays.items():
         if array is None:
             entries.append({"key": None, "section": section, "variable": name, "buffer": None})
             continue
-        key = f"param:{name}" if section == "module" else f"state:{name}:{buffer}"
+        key = _entry_key(section, name, buffer)
         host = _host(array)
         payload[key] = host
         entries.append({"key": key, "section": section, "variable": name, "buffer": buffer,
@@ -264,14 +327,60 @@ def _library_version() -> str:
     return __version__
 
 
+def _temporary_prefix(path: str) -> str:
+    """The start of the names of this host's temporary files for ``path``: ``.<name>.<digest>.<host>.``.
+
+    ``<name>`` is the file name cut to leave room for the rest within :data:`NAME_MAX` bytes; the digest of
+    the whole name keeps cut names apart.
+    """
+    name = os.path.basename(path)
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    host = hashlib.sha256(socket.gethostname().encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    room = NAME_MAX - len(f"..{digest}.{host}.{2 ** 32}.{'0' * 8}.tmp")
+    cut = name.encode("utf-8", "surrogateescape")[:room].decode("utf-8", "ignore")
+    return f".{cut}.{digest}.{host}."
+
+
+def _remove_stray_temporaries(folder: str, prefix: str) -> None:
+    """Delete temporary files ``<prefix><pid>.<token>.tmp`` whose writer process no longer exists."""
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            pid = entry.name[len(prefix):].split(".")[0]
+            if not (entry.name.startswith(prefix) and entry.name.endswith(".tmp") and pid.isdigit()):
+                continue
+            if int(pid) == os.getpid() or _process_exists(int(pid)):
+                continue
+            with contextlib.suppress(OSError):
+                os.remove(entry.path)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # alive but not ours, or not answerable: keep its file
+    return True
+
+
 def _atomic_savez(path: str, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` as an .npz to a temporary file beside ``path``, fsync it, rename it over ``path``."""
+    """Write ``arrays`` as an .npz to ``path`` atomically (:func:`_atomic_write`)."""
+    _atomic_write(path, lambda stream: np.savez(stream, allow_pickle=False, **arrays))
+
+
+def _atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write(stream)`` on a temporary file beside ``path``, fsync it, rename it over ``path``, fsync the
+    folder. Temporary files left by writers of the same path on this host that have died are removed first.
+    """
     folder = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    prefix = _temporary_prefix(path)
+    _remove_stray_temporaries(folder, prefix)
+    temporary = os.path.join(folder, f"{prefix}{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as stream:
-            np.savez(stream, allow_pickle=False, **arrays)
+            write(stream)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
@@ -317,18 +426,115 @@ def _distributed_write(optimizer: Any, write: Any) -> None:
 
 
 # --- loading ------------------------------------------------------------------------------------
-def _open(path: str) -> Any:
+class _Archive:
+    """A checkpoint file open for reading: its zip directory, entries read one at a time with bounded memory."""
+
+    def __init__(self, path: str, stream: Any) -> None:
+        self.path = path
+        self.stream = stream
+        try:
+            self.zip = zipfile.ZipFile(stream)
+            self.infos = {info.filename: info for info in self.zip.infolist()}
+        except _DAMAGE as error:
+            stream.close()
+            raise CheckpointError(f"{path!r} is not a puzzle_rms checkpoint (an .npz zip archive): "
+                                  f"{_describe(error)}") from None
+
+    def __enter__(self) -> "_Archive":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.zip.close()
+        self.stream.close()
+
+    def has(self, key: str) -> bool:
+        return f"{key}.npy" in self.infos
+
+    def read(self, key: str, check: Any) -> np.ndarray:
+        """Entry ``key``: its .npy header is read first and ``check(shape, dtype)`` returns what is wrong with it
+        (or None); only then is the data read, into an array of exactly that size."""
+        info = self.infos.get(f"{key}.npy")
+        if info is None:
+            raise CheckpointError(f"{self.path!r}: entry {key!r} is listed in the metadata but missing")
+        try:
+            with self.zip.open(info) as entry:
+                version = np.lib.format.read_magic(entry)
+                if version not in ((1, 0), (2, 0)):  # np.savez writes 1.0 (2.0 for headers over 64 KiB)
+                    raise ValueError(f".npy format version {version}, expected 1.0 or 2.0")
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, fortran, dtype = read(entry)
+                if dtype.hasobject:
+                    raise CheckpointError(f"{self.path!r}: entry {key!r} holds Python objects (a pickle): not a "
+                                          f"puzzle_rms checkpoint, which holds numbers only; it was not read")
+                problem = check(tuple(shape), dtype)
+                if problem is not None:
+                    raise CheckpointError(f"{self.path!r}: entry {key!r} {problem}: the file is damaged")
+                return _read_data(entry, tuple(shape), dtype, fortran)
+        except CheckpointError:
+            raise
+        except _DAMAGE as error:
+            raise CheckpointError(f"{self.path!r}: entry {key!r} is damaged: {_describe(error)}") from None
+
+
+def _read_data(entry: Any, shape: tuple, dtype: np.dtype, fortran: bool) -> np.ndarray:
+    """Exactly the bytes of a ``shape`` and ``dtype`` array from ``entry``, refusing any more or fewer."""
+    array = np.empty(shape[::-1] if fortran else shape, dtype)
+    target = memoryview(array.reshape(-1).view(np.uint8))
+    done = 0
+    while done < target.nbytes:
+        chunk = entry.read(min(_READ_CHUNK, target.nbytes - done))
+        if not chunk:
+            raise ValueError(f"the data ends after {done} of {target.nbytes} bytes")
+        target[done:done + len(chunk)] = chunk
+        done += len(chunk)
+    if entry.read(1):  # also reaches the end of the zip entry, where its CRC is checked
+        raise ValueError(f"it holds more data than the {target.nbytes} bytes its header declares")
+    return array.T if fortran else array
+
+
+def _describe(error: BaseException) -> str:
+    """An error's message without NumPy's advice to load with allow_pickle (checkpoints never need it)."""
+    text = str(error) or type(error).__name__
+    cut = text.find("allow_pickle")
+    if cut >= 0:
+        text = text[:text.rfind(".", 0, cut) + 1 or cut].strip() or "not an array this reader accepts"
+    return text
+
+
+def _open(path: str) -> _Archive:
+    """Open ``path`` for reading; a FIFO, a device or a folder is refused without blocking."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     try:
-        archive = np.load(path, allow_pickle=False)
+        fd = os.open(path, flags)
     except FileNotFoundError:
         raise FileNotFoundError(f"checkpoint {path!r} does not exist") from None
-    except ValueError:  # NumPy's text here advises allow_pickle=True: wrong for a file that is no checkpoint
-        raise CheckpointError(f"{path!r} is not a puzzle_rms checkpoint (an .npz archive): {_what_it_is(path)}") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as error:
-        raise CheckpointError(f"{path!r} is not a puzzle_rms checkpoint (an .npz archive): {error}") from error
-    if not isinstance(archive, np.lib.npyio.NpzFile):
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else
+                    "a socket" if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                    else "not a regular file")
+            raise CheckpointError(f"{path!r} is {kind}; a checkpoint is a regular file")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        stream = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    try:
+        head = stream.read(len(_HDF5_SIGNATURE))
+        stream.seek(0)
+    except OSError as error:
+        stream.close()
+        raise CheckpointError(f"{path!r} cannot be read: {error}") from None
+    if head.startswith(b"\x93NUMPY"):
+        stream.close()
         raise CheckpointError(f"{path!r} holds a single .npy array, not a puzzle_rms checkpoint (.npz archive)")
-    return archive
+    if head == _HDF5_SIGNATURE:
+        stream.close()
+        raise CheckpointError(f"{path!r} is not a puzzle_rms checkpoint (an .npz archive): it is an HDF5 file; "
+                              f"PuzzleLib's HDF5 files load from a path ending in .hdf, .h5 or .hdf5")
+    return _Archive(path, stream)
 
 
 def _is_hdf5_file(path: str) -> bool:
@@ -340,19 +546,24 @@ def _is_hdf5_file(path: str) -> bool:
         return False
 
 
-def _what_it_is(path: str) -> str:
-    if _is_hdf5_file(path):
-        return "it is an HDF5 file; PuzzleLib's HDF5 files load from a path ending in .hdf, .h5 or .hdf5"
-    return "it is not a readable .npz or .npy file"
-
-
-def _metadata(path: str, archive: Any) -> dict[str, Any]:
-    if META_KEY not in archive.files:
+def _metadata(path: str, archive: _Archive) -> dict[str, Any]:
+    """The checked metadata: at most METADATA_LIMIT bytes of JSON, of this format and a known version, with
+    well-formed entries (see :func:`_check_meta`)."""
+    if not archive.has(META_KEY):
         raise CheckpointError(f"{path!r} is an .npz archive without {META_KEY!r}: not a puzzle_rms checkpoint")
+
+    def check(shape: tuple, dtype: np.dtype) -> Optional[str]:
+        if len(shape) != 1 or dtype != np.uint8:
+            return f"has shape {shape} and dtype {dtype}, expected 1-D uint8 JSON text"
+        if shape[0] > METADATA_LIMIT:
+            return f"declares {shape[0]} bytes of metadata, more than the limit of {METADATA_LIMIT}"
+        return None
+
+    text = archive.read(META_KEY, check)
     try:
-        meta = json.loads(_read_entry(path, archive, META_KEY).tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{path!r}: the metadata is damaged: {error}") from error
+        meta = json.loads(text.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise CheckpointError(f"{path!r}: the metadata is damaged: {type(error).__name__}: {error}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path!r}: format {meta.get('format') if isinstance(meta, dict) else None!r}, "
                               f"expected {FORMAT!r}")
@@ -360,16 +571,73 @@ def _metadata(path: str, archive: Any) -> dict[str, Any]:
     if not isinstance(version, int) or not 1 <= version <= VERSION:
         raise CheckpointError(f"{path!r}: checkpoint format version {version!r}; this puzzle_rms "
                               f"({_library_version()}) reads versions 1 to {VERSION}")
+    _check_meta(path, meta)
     return meta
 
 
-def _read_entry(path: str, archive: Any, key: str) -> np.ndarray:
-    try:
-        return archive[key]
-    except KeyError:
-        raise CheckpointError(f"{path!r}: entry {key!r} is listed in the metadata but missing") from None
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
-        raise CheckpointError(f"{path!r}: entry {key!r} is damaged: {error}") from error
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in a JSON value (iteratively, so deep input cannot recurse)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def _check_meta(path: str, meta: dict[str, Any]) -> None:
+    """Check the structure of the metadata, so that damage is reported by name rather than as a raw error."""
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{path!r}: the metadata is damaged: {what}")
+
+    if _depth(meta) > METADATA_DEPTH:
+        raise bad(f"it nests deeper than {METADATA_DEPTH} levels")
+    entries = meta.get("entries")
+    if not isinstance(entries, list):
+        raise bad(f"'entries' must be a list, got {type(entries).__name__}")
+    seen: set = set()
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise bad(f"entry {i} must be an object, got {type(entry).__name__}")
+        missing = [k for k in ("key", "section", "variable", "buffer") if k not in entry]
+        if missing:
+            raise bad(f"entry {i} lacks {missing}")
+        section, name, buffer, key = (entry[k] for k in ("section", "variable", "buffer", "key"))
+        if section not in ("module", "optimizer"):
+            raise bad(f"entry {i} has section {section!r}, expected 'module' or 'optimizer'")
+        if not isinstance(name, str) or not (buffer is None or isinstance(buffer, str)):
+            raise bad(f"entry {i} must name a variable (str) and a buffer (str or null), got {name!r} and {buffer!r}")
+        if (section, name, buffer) in seen:
+            raise bad(f"entry {i} repeats {_label((section, name, buffer))}")
+        seen.add((section, name, buffer))
+        if key is None:
+            if section != "optimizer" or buffer is not None:
+                raise bad(f"entry {i} ({_label((section, name, buffer))}) has no archive key")
+            continue
+        if not isinstance(key, str) or key == META_KEY:
+            raise bad(f"entry {i} has archive key {key!r}, expected a str naming an array")
+        shape, dtype = entry.get("shape"), entry.get("dtype")
+        if (not isinstance(shape, list) or len(shape) > 32
+                or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
+            raise bad(f"entry {i} ({key!r}) has shape {shape!r}, expected a list of at most 32 integers >= 0")
+        try:
+            parsed = np.dtype(dtype) if isinstance(dtype, str) else None
+        except (TypeError, ValueError, SyntaxError):
+            parsed = None
+        if parsed is None or parsed.hasobject or parsed.kind not in "biufc":
+            raise bad(f"entry {i} ({key!r}) has dtype {dtype!r}, expected the name of a numeric dtype")
+    for part in ("module", "optimizer"):
+        if part in meta and not isinstance(meta[part], dict):
+            raise bad(f"{part!r} must be an object, got {type(meta[part]).__name__}")
+    if "optimizer" in meta:
+        optimizer = meta["optimizer"]
+        missing = [k for k in ("hyperparameters", "t", "skippedSteps", "lossScaleState") if k not in optimizer]
+        if missing:
+            raise bad(f"the optimizer record lacks {missing}")
+        if not isinstance(optimizer["hyperparameters"], dict):
+            raise bad(f"the optimizer's hyperparameters must be an object, got "
+                      f"{type(optimizer['hyperparameters']).__name__}")
 
 
 def _label(key: EntryKey) -> str:
@@ -386,6 +654,8 @@ def _compare_entries(expected: dict[EntryKey, Any], saved: dict[EntryKey, dict],
         entry = saved.get(key)
         if entry is None:
             lines.append(f"{_label(key)}: in the {what} but not in the checkpoint")
+        elif array is not None and entry.get("key") is None:
+            lines.append(f"{_label(key)}: the checkpoint holds no array for it, the {what} does")
         elif array is not None:
             if tuple(entry["shape"]) != tuple(array.shape):
                 lines.append(f"{_label(key)}: shape {tuple(entry['shape'])} in the checkpoint, "
@@ -449,20 +719,23 @@ def _load(owner: str, path: str, module: Any, optimizer: Any, hyperparameters: s
             raise CheckpointMismatchError(path, mismatches)
         values = {}
         for key, target in expected.items():
-            if target is None:
-                continue
-            entry = saved[key]
-            array = _read_entry(path, archive, entry["key"])
-            if array.shape != tuple(entry["shape"]) or array.dtype != np.dtype(entry["dtype"]):
-                raise CheckpointError(f"{path!r}: entry {entry['key']!r} holds shape {array.shape} and dtype "
-                                      f"{array.dtype}, but the metadata says {tuple(entry['shape'])} and "
-                                      f"{entry['dtype']}: the file is damaged")
-            values[key] = array
+            if target is not None:
+                entry = saved[key]
+                values[key] = archive.read(entry["key"], _matches(tuple(entry["shape"]), np.dtype(entry["dtype"])))
     staged = _stage_module(owner, values, expected)
     if optimizer is not None:
         _load_optimizer_state(path, optimizer, values, expected, meta["optimizer"])
     for target, value in staged:
         target[...] = value
+
+
+def _matches(shape: tuple, dtype: np.dtype) -> Any:
+    """A header check: what differs from the metadata's ``shape`` and ``dtype``, or None."""
+    def check(fileShape: tuple, fileDtype: np.dtype) -> Optional[str]:
+        if fileShape == shape and fileDtype == dtype:
+            return None
+        return f"declares shape {fileShape} and dtype {fileDtype}, but the metadata says {shape} and {dtype}"
+    return check
 
 
 def _stage_module(owner: str, values: dict[EntryKey, np.ndarray], targets: dict[EntryKey, Any]) -> list:

@@ -19,9 +19,11 @@ rows and their state (repeated indices summed first, or applied once per occurre
 
 Arguments are checked as MindSpore documents: TypeError for an array that is not an array of the
 current backend, for a dtype differing from ``var``'s, for ``decay``/``momentum``/``epsilon`` that are
-not floats, for a ``learningRate`` that is neither a number nor a one-element float array; ValueError
-for a shape differing from ``var``'s, a negative learning rate, decay or momentum, decay > 1,
-epsilon <= 0 and out-of-range indices. Nothing is modified when an error is raised. Each op returns ``var``.
+not floats, for a ``learningRate`` that is neither a number nor a one-element float array, for a
+numpy.matrix; ValueError for a shape differing from ``var``'s, an array that is read-only (``var`` and
+the state arrays are written) or not C-contiguous, a negative learning rate, decay or momentum,
+decay > 1, epsilon <= 0 and out-of-range indices. Every array is checked before any is modified, so
+nothing is modified when an error is raised. Each op returns ``var``.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ from puzzle_rms import backends
 from puzzle_rms.backends.backend import Backend, Layout, hyper_vector, state_dtype
 from puzzle_rms.sparse import check_indices, coalesce_rows, occurrence_rounds, rows_layout
 from puzzle_rms.validation import check_choice, check_range, check_real
+from puzzle_rms.variable import check_updatable
 
 DUPLICATES = ("sum", "apply")
 ZERO_GRAD = ("keep", "decay")
@@ -69,7 +72,7 @@ def applyRMSProp(var: Any, meanSquare: Any, moment: Any, learningRate: Any, grad
     """
     owner = "applyRMSProp"
     _check_arrays(owner, var, {"meanSquare": meanSquare, "moment": moment, "grad": grad})
-    scalars = _check_scalars(owner, learningRate, decay, momentum, epsilon)
+    scalars = _check_scalars(owner, learningRate, decay, momentum, epsilon, var.dtype)
     return _apply(var, grad, meanSquare, None, moment, None, *scalars)
 
 
@@ -85,7 +88,7 @@ def applyCenteredRMSProp(var: Any, meanGrad: Any, meanSquare: Any, moment: Any, 
     """
     owner = "applyCenteredRMSProp"
     _check_arrays(owner, var, {"meanGrad": meanGrad, "meanSquare": meanSquare, "moment": moment, "grad": grad})
-    scalars = _check_scalars(owner, learningRate, decay, momentum, epsilon)
+    scalars = _check_scalars(owner, learningRate, decay, momentum, epsilon, var.dtype)
     return _apply(var, grad, meanSquare, meanGrad, moment, None, *scalars)
 
 
@@ -105,7 +108,7 @@ def sparseApplyRMSProp(var: Any, meanSquare: Any, moment: Any, learningRate: Any
     owner = "sparseApplyRMSProp"
     _check_arrays(owner, var, {"meanSquare": meanSquare, "moment": moment})
     _check_rows(owner, var, grad, indices)
-    scalars = _check_scalars(owner, learningRate, decay, momentum, epsilon)
+    scalars = _check_scalars(owner, learningRate, decay, momentum, epsilon, var.dtype)
     check_choice(owner, "duplicates", duplicates, DUPLICATES)
     check_choice(owner, "zeroGrad", zeroGrad, ZERO_GRAD)
     return _apply(var, grad, meanSquare, None, moment, indices, *scalars, duplicates=duplicates,
@@ -121,7 +124,7 @@ def sparseApplyCenteredRMSProp(var: Any, meanGrad: Any, meanSquare: Any, moment:
     owner = "sparseApplyCenteredRMSProp"
     _check_arrays(owner, var, {"meanGrad": meanGrad, "meanSquare": meanSquare, "moment": moment})
     _check_rows(owner, var, grad, indices)
-    scalars = _check_scalars(owner, learningRate, decay, momentum, epsilon)
+    scalars = _check_scalars(owner, learningRate, decay, momentum, epsilon, var.dtype)
     check_choice(owner, "duplicates", duplicates, DUPLICATES)
     return _apply(var, grad, meanSquare, meanGrad, moment, indices, *scalars, duplicates=duplicates)
 
@@ -146,8 +149,12 @@ def _check_arrays(owner: str, var: Any, others: dict[str, Any]) -> None:
             raise TypeError(f"{owner}: {name} must have the dtype of var ({var.dtype}), got {array.dtype}")
         if array.shape != var.shape:
             raise ValueError(f"{owner}: {name} must have the shape of var {tuple(var.shape)}, got {tuple(array.shape)}")
-        if not array.flags.c_contiguous:
-            raise ValueError(f"{owner}: {name} must be C-contiguous to be updated in place")
+        if name == "grad":  # read only
+            if isinstance(array, np.matrix) or not array.flags.c_contiguous:
+                raise ValueError(f"{owner}: grad must be a C-contiguous array (not a transposed or strided view, "
+                                 f"not a numpy.matrix)")
+        else:  # written in place: every output is checked before any is modified
+            check_updatable(owner, name, array)
 
 
 def _check_rows(owner: str, var: Any, grad: Any, indices: Any) -> None:
@@ -184,12 +191,20 @@ def _check_learning_rate(owner: str, value: Any) -> float:
     return check_range(owner, "learningRate", value, 0.0)
 
 
-def _check_scalars(owner: str, learningRate: Any, decay: Any, momentum: Any,
-                   epsilon: Any) -> tuple[float, float, float, float]:
+def _check_scalars(owner: str, learningRate: Any, decay: Any, momentum: Any, epsilon: Any,
+                   dtype: Any) -> tuple[float, float, float, float]:
+    """The scalars, checked; ``epsilon`` must also be a normal number of the state dtype of ``dtype`` (a smaller
+    one is flushed to 0 there, and 0/0 would make NaN)."""
     lr = _check_learning_rate(owner, learningRate)
     decay = check_range(owner, "decay", _check_float(owner, "decay", decay), 0.0, 1.0)
     momentum = check_range(owner, "momentum", _check_float(owner, "momentum", momentum), 0.0)
     epsilon = check_range(owner, "epsilon", _check_float(owner, "epsilon", epsilon), 0.0, lowOpen=True)
+    stateDtype = state_dtype(np.dtype(dtype))
+    finfo = np.finfo(stateDtype)
+    if not float(finfo.tiny) <= epsilon <= float(finfo.max):
+        raise ValueError(f"{owner}: epsilon must be in [{float(finfo.tiny):g}, {float(finfo.max):g}] for {dtype} "
+                         f"arrays (state in {stateDtype}), got {epsilon!r} (a smaller value is flushed to 0 or loses "
+                         f"precision there, and 0/0 makes NaN)")
     return lr, decay, momentum, epsilon
 
 

@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from puzzle_rms.checkpoint import (CheckpointError, CheckpointMismatchError, _check_path, _distributed_write,
-                                   _fsync_folder, _host, _is_hdf5_file, _module_arrays, _optimizer_arrays,
+from puzzle_rms.checkpoint import (CheckpointError, CheckpointMismatchError, _atomic_write, _check_path,
+                                   _distributed_write, _host, _is_hdf5_file, _module_arrays, _optimizer_arrays,
                                    _stage_module)
 
 __all__ = ["HDF_SUFFIXES", "isHdfPath", "saveModule", "loadModule", "saveOptimizer", "loadOptimizer"]
@@ -315,21 +315,9 @@ def _open(h5py: Any, path: str) -> Any:
 
 
 def _atomic_hdf(h5py: Any, path: str, fill: Any) -> None:
-    """Build the file in memory with ``fill(hdf)``, write it beside ``path``, fsync, rename over ``path``."""
+    """Build the file in memory with ``fill(hdf)``, then write it to ``path`` atomically (as checkpoints are)."""
     with h5py.File(f"{secrets.token_hex(8)}.hdf", "w", driver="core", backing_store=False, libver="earliest") as hdf:
         fill(hdf)
         hdf.flush()
         image = hdf.id.get_file_image()
-    folder = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temporary, "xb") as stream:
-            stream.write(image)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(temporary)
-        raise
-    _fsync_folder(folder)
+    _atomic_write(path, lambda stream: stream.write(image))

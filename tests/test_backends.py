@@ -153,9 +153,45 @@ def test_environment_variable_picks_the_backend(envValue, expected):
 
 
 def test_environment_variable_with_unknown_name_fails_clearly():
-    result = run_python("from puzzle_rms import backends; backends.current()", "tpu")
+    result = run_python("from puzzle_rms import backends; backends.current()", "nmuba")
     assert result.returncode != 0
-    assert "ValueError: unknown backend 'tpu': expected one of numpy, numba, cupy, auto" in result.stderr
+    assert ("UnknownBackendError: unknown backend 'nmuba' in the environment variable PUZZLE_RMS_BACKEND: "
+            "expected one of numpy, numba, cupy, auto; did you mean 'numba'?") in result.stderr
+
+
+@pytest.mark.parametrize("name", ["cuda", "CUDA", "gpu"])
+def test_puzzlelibs_gpu_backend_name_suggests_cupy(restore_backend, name):
+    """PuzzleLib calls its GPU backend 'cuda'; here it is 'cupy', and the error says so."""
+    before = backends.current()
+    with pytest.raises(backends.UnknownBackendError, match=rf"unknown backend '{name}': expected one of .*; "
+                                                          r"did you mean 'cupy'\? .*PuzzleLib's 'cuda'"):
+        backends.use(name)
+    assert issubclass(backends.UnknownBackendError, ValueError)
+    assert backends.current() is before
+
+
+def test_describe_says_which_backend_and_why(restore_backend):
+    backends.use("numpy")
+    assert backends.describe() == "numpy (backends.use())"
+    backends.use("numpy", origin="--backend numpy")
+    assert backends.describe() == "numpy (--backend numpy)"
+    backends.use("auto")
+    first = backends.available()[0]
+    order = ("cupy", "numba", "numpy")
+    passedOver = "".join(backends.unavailable_reason(name).split(" (")[0] + "; " for name in order[:order.index(first)])
+    assert backends.describe() == f"{first} (auto: {passedOver}backends.use())"
+
+
+@pytest.mark.parametrize("envValue, why", [(None, "PUZZLE_RMS_BACKEND unset"), ("numpy", "PUZZLE_RMS_BACKEND=numpy")])
+def test_describe_names_the_environment_variable(envValue, why):
+    result = run_python("from puzzle_rms import backends; print(backends.describe())", envValue)
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip()
+    assert line.endswith(f"{why})")
+    if envValue is None:
+        assert line.startswith(f"{backends.available()[0]} (auto: ")
+    else:
+        assert line == f"numpy ({why})"
 
 
 @pytest.mark.skipif(CUPY_REASON is None, reason="CuPy and a CUDA device are usable here")

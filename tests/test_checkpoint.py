@@ -451,7 +451,8 @@ def test_every_constructor_argument_is_a_declared_hyperparameter():
     """A new RMSProp argument fails here until it is declared in HYPERPARAMETERS (or named as not one)."""
     import inspect
 
-    arguments = set(inspect.signature(RMSProp.__init__).parameters) - {"self", "nodeinfo", "nonFinite"}
+    arguments = {name for name, parameter in inspect.signature(RMSProp.__init__).parameters.items()
+                 if parameter.kind != parameter.VAR_KEYWORD} - {"self", "nodeinfo", "nonFinite"}
     assert arguments == set(CHANGED_ARGUMENTS)
     base = RMSProp(momentum=0.5).hyperparameters()
     for name, value in CHANGED_ARGUMENTS.items():
@@ -807,6 +808,27 @@ def test_killed_writer_leaves_the_previous_checkpoint_loadable(tmp_path, how):
         proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     assert _loaded_values(path) == {1.0}
+
+
+def test_next_save_removes_temporary_files_of_dead_writers_only(tmp_path):
+    path = tmp_path / "ckpt.npz"
+    proc = run_worker("crash", str(path), "before-rename", stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "BLOCKED"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+    [stray] = [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    pid = f".{proc.pid}."
+    assert pid in stray
+    alive = stray.replace(pid, f".{os.getppid()}.")  # a writer that is still running (our parent)
+    other = ".other.npz.0123456789ab.01234567.999999999.deadbeef.tmp"  # another path's
+    for name in (alive, other):
+        (tmp_path / name).write_bytes(b"partial")
+    with using("numpy"):
+        saveModule(path, _crash_variables(3.0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, alive, other])
+    assert _loaded_values(path) == {3.0}
 
 
 def test_writer_killed_at_random_moments_never_leaves_a_torn_checkpoint(tmp_path):

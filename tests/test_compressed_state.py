@@ -457,6 +457,14 @@ def test_options_are_validated():
     assert RMSProp.like("torch", lr=0.01, stateDtype="bfloat16").stateDtype == "bfloat16"
     with pytest.raises(TypeError, match=r"variable 'x' is float64; compressed state needs float16 or float32"):
         RMSProp(stateDtype="bfloat16").setupOn({"x": Variable(np.zeros(3), name="x")})
+    optimizer = RMSProp(stateDtype="int8")
+    optimizer.setupOn(_variables(0))
+    with pytest.raises(ValueError, match=r"stateDtype shapes what setupOn built"):
+        optimizer.stateDtype = "bfloat16"
+    assert optimizer.stateDtype == "int8" and optimizer.stateOf("b")["ms"].dtype == np.uint8
+    optimizer.stateSeed = 7  # the seed may change between updates
+    with pytest.raises(ValueError, match=r"stateSeed must be an integer >= 0, got -2"):
+        optimizer.stateSeed = -2
 
 
 def test_same_seed_same_state_different_seed_different_state():

@@ -25,7 +25,10 @@ import classifier  # noqa: E402  (examples/ is not a package: its scripts import
 import regression  # noqa: E402
 
 CUPY_REASON = backends.unavailable_reason("cupy")
-TEST_COMMAND = 'pip install -e ".[test,mpi,compare,hdf5]" && python -m pytest -q'
+TEST_COMMAND = 'pip install -e ".[test,mpi]" && python -m pytest -q -rs'
+EXTRAS_COMMAND = 'pip install -e ".[cuda-compile-test,hdf5]"'  # CI only: NVRTC and h5py for optional tests
+TORCH_COMMAND = 'pip install "torch==2.13.0"'  # CI only: the comparison tests' framework (its CPU wheel is on disk)
+TORCH_CPU_COMMAND = "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
 EXAMPLE_COMMAND = 'pip install -e ".[plot]" && python examples/regression.py'
 # The loop of the issue, which must run unchanged apart from the import lines.
 ISSUE_SNIPPET = """\
@@ -54,6 +57,14 @@ def run_script(args: list[str], envValue=None, **kwargs) -> subprocess.Completed
 
 def has_matplotlib() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """Width and height from a PNG's header (ValueError if it is not a PNG)."""
+    head = path.read_bytes()[:24]
+    if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        raise ValueError(f"{path} is not a PNG file")
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
 
 
 # --- the examples learn ---------------------------------------------------------------------------
@@ -106,11 +117,11 @@ def test_script_runs_and_plots(tmp_path, script):
     result = run_script([f"examples/{script}.py", "--backend", "numpy", "--epochs", "2", "--plot", str(plot)])
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("backend numpy:")
+    assert lines[0] == "backend: numpy (--backend numpy)"
     assert [line.split()[1] for line in lines if line.startswith("epoch")] == ["1/2", "2/2"]
     assert any(line.startswith("final:") for line in lines)
     if has_matplotlib():
-        assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert png_size(plot) == (1600, 1000)  # 8 x 5 inches at 200 dpi
     else:
         assert not plot.exists() and "matplotlib is not installed" in result.stdout
 
@@ -119,7 +130,7 @@ def test_script_runs_and_plots(tmp_path, script):
 def test_script_honours_the_environment_variable(script):
     result = run_script([f"examples/{script}.py", "--epochs", "1", "--no-plot"], envValue="numpy")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("backend numpy:")
+    assert result.stdout.startswith("backend: numpy (PUZZLE_RMS_BACKEND=numpy)\n")
     assert "loss curve written" not in result.stdout
 
 
@@ -129,7 +140,7 @@ def test_backend_option_overrides_the_environment_variable():
     result = run_script(["examples/regression.py", "--backend", "numba", "--epochs", "1", "--no-plot"],
                         envValue="numpy")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("backend numba:")
+    assert result.stdout.startswith("backend: numba (--backend numba)\n")
 
 
 @pytest.mark.skipif(CUPY_REASON is None, reason="CuPy and a CUDA device are usable here")
@@ -138,6 +149,14 @@ def test_script_with_an_unusable_backend_exits_with_the_reason():
     assert result.returncode == 2
     assert "error: backend 'cupy' is not usable here" in result.stderr and CUPY_REASON in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("value, hint", [("nmuba", "did you mean 'numba'?"), ("cuda", "did you mean 'cupy'?")])
+def test_script_with_a_mistyped_environment_variable_says_so_in_one_line(value, hint):
+    result = run_script(["examples/regression.py", "--epochs", "1", "--no-plot"], envValue=value)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith(f"error: unknown backend {value!r} in the environment variable PUZZLE_RMS_BACKEND")
+    assert hint in result.stderr and len(result.stderr.splitlines()) == 1
 
 
 def test_script_rejects_unknown_backend_and_bad_epochs():
@@ -165,7 +184,26 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert text.startswith("#!/usr/bin/env bash\n") and "set -euo pipefail" in text
     commands = [line for line in text.splitlines() if line and not line.startswith("#")
                 and not line.startswith(("set ", "cd "))]
-    assert commands == ['pip install -e ".[cuda-compile-test]"', TEST_COMMAND]
+    assert commands == [TORCH_COMMAND, EXTRAS_COMMAND, TEST_COMMAND]
+
+
+def test_readme_test_command_installs_no_torch_and_says_how_to_get_its_cpu_build():
+    assert "torch" not in TEST_COMMAND and "compare" not in TEST_COMMAND
+    assert TORCH_CPU_COMMAND in README
+
+
+def test_readme_links_resolve_and_reference_pages_link_back():
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    linked = set()
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#:]+)\)", page.read_text()):
+            path = (page.parent / target).resolve()
+            assert path.exists(), f"{page.name} links to {target}, which does not exist"
+            linked.add(path)
+    for name in ("options", "presets", "ops", "checkpoints", "data-parallel", "benchmark"):  # the reference pages
+        page = ROOT / "docs" / f"{name}.md"
+        assert page.resolve() in linked, f"the README does not link to {page.name}"
+        assert "[Back to the README](../README.md)" in page.read_text()
 
 
 def test_readme_quick_start_runs():
@@ -196,4 +234,4 @@ def test_scripts_run_on_cupy(tmp_path):
     for script in ("regression", "classifier"):
         result = run_script([f"examples/{script}.py", "--backend", "cupy", "--epochs", "1", "--no-plot"])
         assert result.returncode == 0, result.stderr
-        assert result.stdout.startswith("backend cupy:")
+        assert result.stdout.startswith("backend: cupy (--backend cupy)\n")

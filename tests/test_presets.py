@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from rmsprop_reference import raw_apply_rmsprop, run_named
+from rmsprop_reference import run_named
 
 from puzzle_rms import backends
 from puzzle_rms import Variable

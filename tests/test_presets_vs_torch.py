@@ -12,7 +12,8 @@ import itertools
 
 import pytest
 
-torch = pytest.importorskip("torch")
+torch = pytest.importorskip("torch", reason="torch is not installed (CPU build: pip install torch==2.13.0 "
+                                             "--index-url https://download.pytorch.org/whl/cpu)")
 
 import numpy as np  # noqa: E402
 

@@ -213,6 +213,30 @@ OPTIMIZER_MAKERS = {
 BUFFERS = {"delta": "mom"}  # PuzzleLib's RMSPropGraves buffer name -> the fused kernel's
 
 
+PRESET_MAKERS = {  # the presets behind RMSProp.like("puzzlelib"...), against the same PuzzleLib runs
+    "RMSProp()": lambda: RMSProp.like("puzzlelib"),
+    "RMSProp(learnRate=0.01, factor=0.5, epsilon=0.1)":
+        lambda: RMSProp.like("puzzlelib", learnRate=0.01, factor=0.5, epsilon=0.1),
+    "RMSPropGraves()": lambda: RMSProp.like("puzzlelib-graves"),
+    "RMSPropGraves(learnRate=0.01, alpha=0.9, momRate=0.5, epsilon=0.01)":
+        lambda: RMSProp.like("puzzlelib-graves", learnRate=0.01, alpha=0.9, momRate=0.5, epsilon=0.01),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PRESET_MAKERS))
+def test_puzzlelib_presets_give_puzzlelibs_steps(every_backend, case):
+    params = {"W": Variable(golden.array(OPTIMIZERS["W0"]).copy(), name="W"),
+              "b": Variable(golden.array(OPTIMIZERS["b0"]).copy(), name="b")}
+    optimizer = PRESET_MAKERS[case]()
+    optimizer.setupOn(params, useGlobalState=True)
+    for grads, step in zip(OPTIMIZERS["grads"], OPTIMIZERS["cases"][case]["steps"]):
+        for name, var in params.items():
+            var.grad[...] = golden.array(grads[name])
+        optimizer.update()
+        for name, var in params.items():
+            np.testing.assert_allclose(host(var.data), golden.array(step["params"][name]), rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("case", sorted(OPTIMIZER_MAKERS))
 @pytest.mark.parametrize("useGlobalState", [False, True])
 def test_optimizer_steps_on_fixed_gradients(every_backend, case, useGlobalState):

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-h5py = pytest.importorskip("h5py")
+h5py = pytest.importorskip("h5py", reason="h5py is not installed (pip install -e '.[hdf5]')")
 
 import puzzlelib_golden as golden  # noqa: E402
 
@@ -198,7 +198,7 @@ def test_non_checkpoint_files_get_no_allow_pickle_advice(tmp_path):
         net.load(tmp_path / "model.npz")
     for error in (plain.value, hdf.value):
         assert "allow_pickle" not in str(error) and "pickle.load" not in str(error)
-    assert "it is not a readable .npz or .npy file" in str(plain.value)
+    assert "is not a puzzle_rms checkpoint (an .npz zip archive): File is not a zip file" in str(plain.value)
     assert "it is an HDF5 file; PuzzleLib's HDF5 files load from a path ending in .hdf" in str(hdf.value)
     with pytest.raises(CheckpointError, match="is not an HDF5 file"):
         net.load(shutil.copy(tmp_path / "notes.npz", tmp_path / "notes.hdf"))

@@ -52,10 +52,9 @@ class NotANode:
     rank = 0
 
 
-def bad_learn_rate_at_update() -> None:
+def bad_learn_rate_assigned() -> None:
     optimizer = set_up(RMSProp())
-    optimizer.learnRate = -0.5
-    optimizer.update()
+    optimizer.learnRate = -0.5  # refused at the assignment, with the constructor's message
 
 
 def schedule_returning_nan() -> None:
@@ -126,6 +125,7 @@ CASES = [
     Case("rms-nodeinfo", rms(nodeinfo=NotANode()), TypeError, "nodeinfo", shows="NotANode"),
     Case("rms-like-name", lambda: RMSProp.like("caffe"), ValueError, "name", "caffe"),
     Case("rms-like-value", lambda: RMSProp.like("torch", alpha=2.0), ValueError, "alpha", 2.0),
+    Case("rms-unknown-keyword", lambda: RMSProp(lr=0.01), TypeError, "learnRate", shows="'lr'"),
     Case("rms-like-unknown-argument", lambda: RMSProp.like("torch", learning_rate=0.1), TypeError,
          "learning_rate", shows="'learning_rate'"),
     Case("rms-like-missing-argument", lambda: RMSProp.like("optax"), TypeError, "learning_rate",
@@ -152,7 +152,7 @@ CASES = [
     Case("setup-group-decayFilter", lambda: RMSProp().setupOn([{"params": [var()], "decayFilter": 3}]),
          TypeError, "decayFilter", 3),
     Case("update-before-setup", lambda: RMSProp().update(), RuntimeError, "setupOn", shows="update()"),
-    Case("update-bad-learnRate", bad_learn_rate_at_update, ValueError, "learning rate", -0.5),
+    Case("assigned-bad-learnRate", bad_learn_rate_assigned, ValueError, "learnRate", -0.5),
     Case("update-schedule-nan", schedule_returning_nan, ValueError, "learning rate", float("nan")),
     Case("stateOf-unknown", lambda: set_up(RMSProp()).stateOf("nope"), KeyError, "nope", shows="['v']"),
     # schedules
@@ -288,7 +288,10 @@ def test_rejected_calls_modify_nothing(backend_name, useGlobalState):
         v.grad[...] = 0.5
     optimizer.update()
     before = snapshot(variables, optimizer)
-    optimizer.learnRate = float("inf")
+    with pytest.raises(ValueError, match="learnRate must be finite"):
+        optimizer.learnRate = float("inf")
+    assert optimizer.learnRate == 0.1
+    optimizer.learnRate = lambda step: float("inf")
     with pytest.raises(ValueError, match="learning rate"):
         optimizer.update()
     optimizer.learnRate = 0.1

@@ -1,6 +1,7 @@
 """Sequential: a chain of modules."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any, Iterable, Iterator, Union
 
 from puzzle_rms.modules.module import Module
@@ -70,8 +71,9 @@ class Sequential(Module):
         return iter(list(self.modules.values()))
 
     def updateData(self, data: Any) -> Any:
-        for module in self.modules.values():
-            data = module(data)
+        for position, (key, module) in enumerate(self.modules.items()):
+            with self._where(position, key):
+                data = module(data)
         return data
 
     def backward(self, grad: Any, updParamGrads: bool = True, updGrad: bool = True, scale: float = 1.0,
@@ -88,3 +90,14 @@ class Sequential(Module):
                                             scale=scale, momentum=momentum)
         self.grad = grad
         return grad
+
+    @contextmanager
+    def _where(self, position: int, key: str) -> Iterator[None]:
+        """Re-raise a child's TypeError/ValueError prefixed with where it sits in this chain (subclasses pass as is)."""
+        try:
+            yield
+        except (TypeError, ValueError) as error:
+            if type(error) not in (TypeError, ValueError):
+                raise
+            raise type(error)(f"{self!r}: module {position + 1} of {len(self.modules)} (index {position}, "
+                              f"key {key!r}): {error}") from error

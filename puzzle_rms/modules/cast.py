@@ -32,7 +32,7 @@ class Cast(Module):
             raise ValueError(f"Cast: {which} must be one of {[str(d) for d in CAST_DTYPES]}, got {value!r}")
         return dtype
 
-    def _toCalc(self, x: Any) -> Any:
+    def _toCalc(self, x: Any, what: str, top: Any = None) -> Any:
         """Move to the backend only (the dtype is Cast's business)."""
         if isinstance(x, (list, tuple)):
             raise ValueError(f"{self!r}: expected one array, got a list of {len(x)}")

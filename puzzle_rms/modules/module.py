@@ -81,7 +81,7 @@ class Module:
 
         Arrays are moved to the current backend and floating ones cast to ``calctype``.
         """
-        self.inData = self._toCalc(data)
+        self.inData = self._toCalc(data, "input")
         self.data = _withGet(self.updateData(self.inData))
         return self.data
 
@@ -115,7 +115,7 @@ class Module:
         """``grad`` on the backend in ``calctype``, once its shape matches the last output's."""
         if self.data is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
-        grad = self._toCalc(grad)
+        grad = self._toCalc(grad, "grad")
         if _shapes(grad) != _shapes(self.data):
             raise ValueError(f"{self!r}: grad of shape {_shapes(grad)} does not match the output's shape "
                              f"{_shapes(self.data)}")
@@ -132,9 +132,19 @@ class Module:
     def accGradParams(self, grad: Any, scale: float = 1.0, momentum: float = 0.0) -> None:
         """Set each parameter's ``grad`` to ``momentum * grad + scale * dL/dw`` (nothing without parameters)."""
 
-    def _toCalc(self, x: Any) -> Any:
+    def _toCalc(self, x: Any, what: str, top: Any = None) -> Any:
+        """``x`` (an array or a list of arrays) on the current backend, floating arrays cast to ``calctype``.
+
+        TypeError naming ``what`` (input or grad) for anything else, e.g. a nested Python list of numbers.
+        """
+        top = x if top is None else top
         if isinstance(x, (list, tuple)):
-            return [self._toCalc(item) for item in x]
+            return [self._toCalc(item, what, top) for item in x]
+        if not (hasattr(x, "shape") and hasattr(x, "dtype")):
+            got = (f"a Python {type(top).__name__} holding {type(x).__name__} values" if top is not x
+                   else f"a {type(x).__name__}")
+            raise TypeError(f"{self!r}: {what} must be an array (a list only of arrays, one per input of a multi-input "
+                            f"module), got {got}; convert it with np.asarray(value, dtype=np.float32)")
         backend = backends.current()
         x = x if backend.owns(x) else backend.to_device(x)
         return x.astype(self.calctype, copy=False) if x.dtype.kind == "f" else x
@@ -240,7 +250,9 @@ class Module:
 
         Parameters are replaced by new Variables of that dtype (values, gradients, names and
         ``learnRate`` kept). Call it before an optimizer is set up on this module: the optimizer
-        holds the Variables it was given.
+        holds the Variables it was given. The replaced Variables are retired, so an optimizer set up
+        before raises at its next update (call ``setupOn`` again) instead of updating Variables the
+        module no longer uses.
         """
         supported = backends.current().dtypesSupported
         if np.dtype(dtype) not in supported:
@@ -251,6 +263,7 @@ class Module:
                 self.vars[name] = Variable(var.data.astype(self.calctype), name=var.name,
                                            grad=None if var.grad is None else var.grad.astype(self.calctype),
                                            learnRate=var.learnRate)
+                var.retire(f"calcMode({self.calctype}) of {self!r}")
         for child in self.modules.values():
             child.calcMode(dtype)
 

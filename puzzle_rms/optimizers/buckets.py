@@ -15,7 +15,7 @@ import numpy as np
 from puzzle_rms.backends import Backend
 from puzzle_rms.backends.backend import state_dtype
 from puzzle_rms.sparse import RowSparseVariable, rows_layout
-from puzzle_rms.variable import Variable, learn_rate_version
+from puzzle_rms.variable import Variable, binding_version, learn_rate_version
 
 
 @dataclass
@@ -81,13 +81,15 @@ class Bucket:
             self.w = backend.zeros(self.size, self.dtype)
             self.g = backend.zeros(self.size, self.dtype)
             for var, offset, size in zip(variables, self.offsets.tolist(), self.sizes.tolist()):
-                var.pin(self.w[offset:offset + size].reshape(var.shape), self.g[offset:offset + size].reshape(var.shape))
+                var.pin(self.w[offset:offset + size].reshape(var.shape),
+                        self.g[offset:offset + size].reshape(var.shape), owner=self)
         self.state = {name: backend.full(self.size, value, self.stateDtype) for name, value in stateInit.items()}
         if masterWeights and self.dtype == np.float16:
             self.state["master"] = backend.empty(self.size, np.float32)
             backend.copy_cast(self.state["master"], self.weights())
         self._segKey: Any = None
         self._segParams: Any = None
+        self._bindings = binding_version()
 
     # --- flat views -----------------------------------------------------------------------------
     def weights(self) -> Any:
@@ -154,6 +156,19 @@ class Bucket:
         parts = [part for part in parts if part[1].shape[0]]
         return RowsView(self, parts) if parts else None
 
+    def segmentGradients(self, index: int, rows: Optional["RowsView"] = None) -> list[Any]:
+        """The pieces of segment ``index``'s gradient: its dense part (unless its rows are applied lazily) and
+        its rows in ``rows``, each a flat view."""
+        pieces = []
+        if not (self.lazyRows and index in self.rowSegments):
+            offset, size = int(self.offsets[index]), int(self.sizes[index])
+            pieces.append(self.grads()[offset:offset + size])
+        if rows is not None:
+            blocks = rows.layout.hostBlocks
+            for wStart, wStop, _, gStart in blocks[rows.rowSegment[blocks[:, 2]] == index].tolist():
+                pieces.append(rows.g[gStart:gStart + wStop - wStart])
+        return pieces
+
     # --- per-segment parameters -----------------------------------------------------------------
     def segParams(self, groupLr: np.ndarray, groupWd: np.ndarray, groupWdd: np.ndarray,
                   clipFactors: Optional[np.ndarray]) -> Any:
@@ -179,11 +194,29 @@ class Bucket:
         self._segKey = None if clipFactors is not None else key
         return self._segParams
 
+    def checkBindings(self, owner: str) -> None:
+        """Raise RuntimeError when an update would not reach a Variable: it was replaced (``Module.calcMode``)
+        or, in global state, is no longer a view of this bucket's flat buffer (another optimizer's setupOn took
+        it). Only looks at the Variables when some Variable was re-bound since the last check."""
+        if self._bindings == binding_version():
+            return
+        for name, var in zip(self.names, self.variables):
+            if var.retiredBy is not None:
+                raise RuntimeError(f"{owner}: variable {name!r} was replaced by {var.retiredBy} after setupOn, so this "
+                                   f"optimizer would update a Variable the model no longer uses; nothing was updated. "
+                                   f"Call setupOn again")
+            if self.flat and var.pinOwner is not self:
+                raise RuntimeError(f"{owner}: variable {name!r} is no longer a view of this optimizer's flat buffer "
+                                   f"(another optimizer's setupOn(useGlobalState=True) took it, or it was released), "
+                                   f"so an update would change nothing; nothing was updated. Call setupOn again")
+        self._bindings = binding_version()
+
     def release(self) -> None:
-        """Give the Variables private copies again (the flat buffers stay with this bucket)."""
+        """Give the Variables this bucket still holds private copies again (the flat buffers stay with it)."""
         if self.flat:
             for var in self.variables:
-                var.unpin()
+                if var.pinOwner is self:
+                    var.unpin()
 
 
 class RowsView:

@@ -27,11 +27,12 @@ from puzzle_rms import backends, puzzlelib_hdf
 from puzzle_rms.checkpoint import loadOptimizer, saveOptimizer
 from puzzle_rms.optimizers.buckets import Bucket, ParamGroup
 from puzzle_rms.optimizers.describe import describe
-from puzzle_rms.optimizers.loss_scale import DynamicLossScale, check_loss_scale_state
+from puzzle_rms.optimizers.loss_scale import DynamicLossScale, check_fixed_loss_scale, check_loss_scale_state
 from puzzle_rms.optimizers.schedules import learn_rate_at, validate_learn_rate
 from puzzle_rms.sparse import RowSparseVariable
-from puzzle_rms.validation import check_bool, check_choice, check_int, check_optional_positive, check_range
-from puzzle_rms.variable import Variable
+from puzzle_rms.validation import (DECAY_REASON, Checked, check_bool, check_choice, check_float32_range, check_int,
+                                   check_optional_positive, check_range)
+from puzzle_rms.variable import Variable, check_updatable
 
 
 class NonFiniteGradientError(FloatingPointError):
@@ -41,6 +42,7 @@ class NonFiniteGradientError(FloatingPointError):
 NON_FINITE_POLICIES = ("raise", "skip", "ignore")
 SPARSE_UPDATES = ("dense", "lazy")
 NODEINFO_METHODS = ("broadcast", "allreduceMean", "checkSame")
+COUNTER_MAX = 2 ** 63 - 1  # t and skippedSteps fit an int64
 SPARSE_DUPLICATES = ("sum", "clip-per-occurrence", "square-per-occurrence")
 GROUP_KEYS = ("params", "learnRate", "learnRateScale", "weightDecay", "decoupledWeightDecay", "decayFilter")
 
@@ -104,6 +106,58 @@ def _match_state(owner: str, views: dict[str, dict[str, Any]], arrays: Any) -> l
     return pairs
 
 
+def fixed_after_setup(obj: Any, owner: str, name: str, changed: bool) -> None:
+    """Raise when ``name`` is given a value that setupOn already built into the buckets or the state buffers."""
+    if changed and obj.__dict__.get("buckets"):
+        raise ValueError(f"{owner}: {name} shapes what setupOn built (state buffers, parameter groups); it cannot "
+                         f"change after setupOn. Assign it before setupOn, or call setupOn again (a fresh state)")
+
+
+def _check_loss_scale(obj: Any, owner: str, name: str, value: Any) -> Any:
+    return value if isinstance(value, DynamicLossScale) else check_fixed_loss_scale(owner, name, value)
+
+
+def _check_sparse_update(obj: Any, owner: str, name: str, value: Any) -> str:
+    value = check_choice(owner, name, value, SPARSE_UPDATES)
+    fixed_after_setup(obj, owner, name, value != obj.__dict__.get(name, value))
+    return value
+
+
+def _norm_of(values: np.ndarray) -> float:
+    """The L2 norm of float64 ``values`` without overflow: ``m * sqrt(sum((x / m)**2))`` with ``m = max |x|``
+    (NaN when a value is NaN or infinite)."""
+    biggest = float(np.max(np.abs(values))) if values.size else 0.0
+    if not math.isfinite(biggest):
+        return math.nan
+    if biggest == 0.0:
+        return 0.0
+    return biggest * math.sqrt(float(np.sum(np.square(values / biggest))))
+
+
+def _segment_norms(bucket: Bucket, rows: Any, sums: np.ndarray) -> np.ndarray:
+    """Per-segment gradient norms from the sums of squares: ``sqrt(sums)``, except where a sum is not finite.
+
+    There the segment's gradient is read again (rare: only then): a segment with a NaN or infinite element
+    gets NaN, one whose finite elements overflowed the sum (float64 gradients above about 1.3e154 / sqrt(n))
+    gets its norm computed with scaling (:func:`_norm_of`), so that no finite gradient looks non-finite and
+    norm clipping gets the true norm. inf remains only for a norm above the float64 range.
+    """
+    norms = np.sqrt(sums)
+    for i in np.flatnonzero(~np.isfinite(sums)).tolist():
+        parts = [np.asarray(bucket.backend.to_host(part), dtype=np.float64).reshape(-1)
+                 for part in bucket.segmentGradients(i, rows)]
+        finite = all(np.isfinite(part).all() for part in parts)
+        norms[i] = _norm_of(np.concatenate(parts)) if finite else math.nan
+    return norms
+
+
+def _rowless_norms(sums: np.ndarray) -> np.ndarray:
+    """Per-segment norms from sums of squares that include row occurrences not gathered in a RowsView (the
+    per-occurrence and clip-first paths): a non-finite sum counts as a non-finite gradient (NaN), since its
+    rows cannot be read again here. (So a float64 gradient above about 1e154 raises a false alarm there.)"""
+    return np.where(np.isfinite(sums), np.sqrt(np.where(np.isfinite(sums), sums, 0.0)), np.nan)
+
+
 class Optimizer:
     """Base of all optimizers (PuzzleLib's ``Optimizer``).
 
@@ -151,18 +205,24 @@ class Optimizer:
                                         "sparseDuplicates")
     ATTRS: tuple[str, ...] = ("learnRate",)  # PuzzleLib's attributes: what setAttr may set, getAttrDict reports
 
+    # validated on every assignment, in the constructor and after (PuzzleLib scripts assign them)
+    learnRate = Checked(lambda obj, owner, name, value: validate_learn_rate(owner, value))
+    lossScale = Checked(_check_loss_scale)
+    clipNorm = Checked(lambda obj, owner, name, value: check_optional_positive(owner, name, value))
+    globalClipNorm = Checked(lambda obj, owner, name, value: check_optional_positive(owner, name, value))
+    nonFinite = Checked(lambda obj, owner, name, value: check_choice(owner, name, value, NON_FINITE_POLICIES))
+    sparseUpdate = Checked(_check_sparse_update)
+
     def __init__(self, learnRate: Any = 1e-3, nodeinfo: Any = None, lossScale: Union[float, DynamicLossScale] = 1.0,
                  clipNorm: Optional[float] = None, globalClipNorm: Optional[float] = None,
                  nonFinite: str = "raise", sparseUpdate: str = "dense", sparseDuplicates: str = "sum") -> None:
         owner = type(self).__name__
-        self.learnRate = validate_learn_rate(owner, learnRate)
-        if not isinstance(lossScale, DynamicLossScale):
-            check_range(owner, "lossScale", lossScale, 0.0, lowOpen=True)
+        self.learnRate = learnRate
         self.lossScale = lossScale
-        self.clipNorm = check_optional_positive(owner, "clipNorm", clipNorm)
-        self.globalClipNorm = check_optional_positive(owner, "globalClipNorm", globalClipNorm)
-        self.nonFinite = check_choice(owner, "nonFinite", nonFinite, NON_FINITE_POLICIES)
-        self.sparseUpdate = check_choice(owner, "sparseUpdate", sparseUpdate, SPARSE_UPDATES)
+        self.clipNorm = clipNorm
+        self.globalClipNorm = globalClipNorm
+        self.nonFinite = nonFinite
+        self.sparseUpdate = sparseUpdate
         self.sparseDuplicates = check_choice(owner, "sparseDuplicates", sparseDuplicates, SPARSE_DUPLICATES)
         if nodeinfo is not None and sparseDuplicates != "sum":
             raise ValueError(f"{owner}: sparseDuplicates={sparseDuplicates!r} is not supported with nodeinfo; "
@@ -215,6 +275,13 @@ class Optimizer:
         "decoupledWeightDecay": ..., "decayFilter": ...}`` (``learnRateScale`` >= 0 multiplies the group's
         learning rate or schedule, as Paddle's group ``learning_rate`` does). With ``useGlobalState=True`` all parameters of one dtype are packed into
         one flat buffer (the Variables become views of it) and one kernel call updates them all.
+
+        Setup is transactional: everything that can fail (argument checks, the decay filters, the
+        data-parallel consistency check) runs before the previous setup is released, so an error leaves
+        the optimizer as it was. Calling setupOn again starts afresh: new state buffers (``ms`` at
+        ``initialMeanSquare``, ``mg`` and ``mom`` at 0), ``t = 0`` and ``skippedSteps = 0``; a
+        DynamicLossScale keeps its scale. A Variable taken by another optimizer's global-state setupOn,
+        or replaced by ``Module.calcMode``, makes :meth:`update` raise instead of updating nothing.
         """
         owner = type(self).__name__
         check_bool(owner, "useGlobalState", useGlobalState)
@@ -239,14 +306,20 @@ class Optimizer:
                     if not backend.owns(getattr(var, what)):
                         raise TypeError(f"{owner}.setupOn: variable {name!r} holds a {type(getattr(var, what)).__name__}"
                                         f" {what} but the current backend is {backend.name!r}")
+                    check_updatable(f"{owner}.setupOn", f"the {what} of variable {name!r}", getattr(var, what))
+                if var.retiredBy is not None:
+                    raise ValueError(f"{owner}.setupOn: variable {name!r} was replaced by {var.retiredBy}; set up on "
+                                     f"the module's current Variables")
                 if self.nodeinfo is not None and self.sparseUpdate == "lazy" and isinstance(var, RowSparseVariable):
                     raise ValueError(f"{owner}.setupOn: variable {name!r} has row-sparse gradients, and "
                                      f"sparseUpdate='lazy' is not supported with nodeinfo; use sparseUpdate='dense'")
         if self.nodeinfo is not None:
             self.nodeinfo.checkSame(f"{owner}.setupOn", self._replicaDescription(backend, groups))
+        entries = self._entries(groups)  # runs the decay filters: may raise, before anything is released
         self.release()
         self.groups, self.backend, self.useGlobalState = groups, backend, useGlobalState
-        self.buckets = self._make_buckets(backend, groups, useGlobalState)
+        self.buckets = self._make_buckets(backend, entries, useGlobalState)
+        self.t, self.skippedSteps = 0, 0
         if self.nodeinfo is not None:
             for bucket in self.buckets:
                 self.nodeinfo.broadcast(bucket.weights(), f"{owner}.setupOn: weights of the {bucket.dtype} bucket")
@@ -275,9 +348,10 @@ class Optimizer:
                 names=[name for name, _ in items], variables=[var for _, var in items],
                 learnRate=None if lr is None else validate_learn_rate(owner, lr),
                 learnRateScale=check_range(owner, "learnRateScale", spec.get("learnRateScale", 1.0), 0.0),
-                weightDecay=check_range(owner, "weightDecay", spec.get("weightDecay", defaults["weightDecay"]), 0.0),
-                decoupledWeightDecay=check_range(owner, "decoupledWeightDecay",
-                                                 spec.get("decoupledWeightDecay", defaults["decoupledWeightDecay"]), 0.0),
+                weightDecay=check_float32_range(owner, "weightDecay", spec.get("weightDecay", defaults["weightDecay"]),
+                                                0.0, reason=DECAY_REASON),
+                decoupledWeightDecay=check_float32_range(owner, "decoupledWeightDecay", spec.get(
+                    "decoupledWeightDecay", defaults["decoupledWeightDecay"]), 0.0, reason=DECAY_REASON),
                 decayFilter=decayFilter,
             )
             groups.append(group)
@@ -293,12 +367,17 @@ class Optimizer:
         settings = {name: json.dumps(value, sort_keys=True) for name, value in self._describeSettings(groups).items()}
         return {"backend": {"name": backend.name}, "variables": variables, "hyperparameters": settings}
 
-    def _make_buckets(self, backend: backends.Backend, groups: list[ParamGroup], flat: bool) -> list[Bucket]:
-        entries = []  # (name, var, group index, decays?)
+    def _entries(self, groups: list[ParamGroup]) -> list[tuple[str, Variable, int, bool]]:
+        """(name, Variable, group index, whether weight decay applies) of every variable."""
+        entries = []
         for gi, group in enumerate(groups):
             for name, var in zip(group.names, group.variables):
                 decays = True if group.decayFilter is None else bool(group.decayFilter(name))
                 entries.append((name, var, gi, decays))
+        return entries
+
+    def _make_buckets(self, backend: backends.Backend, entries: list[tuple[str, Variable, int, bool]],
+                      flat: bool) -> list[Bucket]:
         if flat:
             byDtype: dict[np.dtype, list] = {}
             for entry in entries:
@@ -394,6 +473,7 @@ class Optimizer:
                 for name, var in self.variables():
                     hook(var, states[name])
         for bucket in self.buckets:
+            bucket.checkBindings(f"{type(self).__name__}.update")
             if not bucket.flat:
                 self._check_local_grad(bucket)
         groupLr = self.currentLearnRates()
@@ -404,8 +484,8 @@ class Optimizer:
         preClip = self.preClipValue()
         if preClip is not None:  # in the units of g / lossScale, as the kernel clips
             if self.nonFinite != "ignore" or dynamic:  # check before the clip would turn inf into the limit
-                raw = [self.backend.segment_sumsq(bucket.grads(), bucket.layout) + bucket.pendingRowSumsq()
-                       for bucket in self.buckets]
+                raw = [_rowless_norms(self.backend.segment_sumsq(bucket.grads(), bucket.layout)
+                                      + bucket.pendingRowSumsq()) for bucket in self.buckets]
                 if not self._finite(raw, dynamic):
                     return False
             for bucket in self.buckets:
@@ -423,6 +503,7 @@ class Optimizer:
             for bucket in self.buckets:
                 self.nodeinfo.allreduceMean(bucket.grads(), f"gradient mean of the {bucket.dtype} bucket, "
                                                             f"update {self.t + 1}")
+        norms = None
         if needSums:
             if sums is None:  # one reduction pass per buffer, all results to the host at once
                 rowPairs = [(rows.grads(), rows.layout) for rows in rowViews if rows is not None]
@@ -430,19 +511,24 @@ class Optimizer:
                 perRow = iter(allSums[len(self.buckets):])
                 sums = [s + (0.0 if rows is None else rows.segmentSums(next(perRow)))
                         for s, rows in zip(allSums, rowViews)]
-            if not self._finite(sums, dynamic):
+                norms = [_segment_norms(bucket, rows, bucketSums)
+                         for bucket, rows, bucketSums in zip(self.buckets, rowViews, sums)]
+            else:
+                norms = [_rowless_norms(bucketSums) for bucketSums in sums]
+            if not self._finite(norms, dynamic):
                 return False
         globalFactor = 1.0
         if self.globalClipNorm is not None:
-            norm = math.sqrt(sum(float(s.sum()) for s in sums)) * gradScale
+            total = sum(float(s.sum()) for s in sums)
+            norm = (math.sqrt(total) if math.isfinite(total) else _norm_of(np.concatenate(norms))) * gradScale
             globalFactor = min(1.0, self.globalClipNorm / norm) if norm > 0 else 1.0
-        for bucket, rows, bucketSums, bucketSquares in zip(self.buckets, rowViews,
-                                                           sums if sums is not None else [None] * len(self.buckets),
-                                                           squares):
+        for bucket, rows, bucketNorms, bucketSquares in zip(self.buckets, rowViews,
+                                                            norms if norms is not None else [None] * len(self.buckets),
+                                                            squares):
             clipFactors = None
             if self.clipNorm is not None:
-                norms = np.sqrt(bucketSums) * gradScale
-                clipFactors = self.clipNorm / np.maximum(norms, self.clipNorm)  # min(1, clipNorm / norm), 1 at norm 0
+                scaled = bucketNorms * gradScale
+                clipFactors = self.clipNorm / np.maximum(scaled, self.clipNorm)  # min(1, clipNorm / norm), 1 at norm 0
             if bucketSquares:
                 segScale = gradScale * globalFactor * (1.0 if clipFactors is None else clipFactors)
                 self.adjustRows(bucket, bucketSquares, np.broadcast_to(segScale, bucket.sizes.shape))
@@ -457,17 +543,17 @@ class Optimizer:
             self.lossScale.record(True)
         return True
 
-    def _finite(self, sums: list[np.ndarray], dynamic: bool) -> bool:
-        """Whether every gradient is finite; otherwise raise or record the skip, per the policy."""
-        if all(np.isfinite(s).all() for s in sums):
+    def _finite(self, norms: list[np.ndarray], dynamic: bool) -> bool:
+        """Whether every gradient is finite (no NaN norm); otherwise raise or record the skip, per the policy."""
+        if not any(np.isnan(n).any() for n in norms):
             return True
         if dynamic:
             self.lossScale.record(False)
         elif self.nonFinite == "ignore":
             return True
         elif self.nonFinite == "raise":
-            bad = {id(bucket.variables[i]) for bucket, s in zip(self.buckets, sums)
-                   for i in np.flatnonzero(~np.isfinite(s)).tolist()}
+            bad = {id(bucket.variables[i]) for bucket, n in zip(self.buckets, norms)
+                   for i in np.flatnonzero(np.isnan(n)).tolist()}
             # the first in the order setupOn was given, the same in local and global state
             first = next(name for group in self.groups for name, var in zip(group.names, group.variables)
                          if id(var) in bad)
@@ -539,11 +625,11 @@ class Optimizer:
             Host arrays with exactly the names, buffers, shapes and dtypes of :meth:`stateArrays` (``{}`` for
             each variable of a stateless rule), copied into the state buffers.
         t : int
-            Updates applied so far, an integer >= 0 (schedules and bias correction read it).
+            Updates applied so far, an integer in [0, 2**63 - 1] (schedules and bias correction read it).
         skippedSteps : int
-            Updates skipped for non-finite gradients, an integer >= 0.
+            Updates skipped for non-finite gradients, an integer in [0, 2**63 - 1].
         lossScaleState : dict, optional
-            ``{"scale": finite float > 0, "goodSteps": int >= 0}``, loaded into a DynamicLossScale. None keeps
+            ``{"scale": float in [2**-126, 2**64], "goodSteps": int >= 0}``, loaded into a DynamicLossScale. None keeps
             the scaler's current state; with a fixed loss scale it is checked and not used.
 
         Raises
@@ -558,8 +644,8 @@ class Optimizer:
         """
         owner = f"{type(self).__name__}.loadState"
         pairs = _match_state(owner, self.stateArrays(), arrays)
-        t = check_int(owner, "t", t, 0)
-        skippedSteps = check_int(owner, "skippedSteps", skippedSteps, 0)
+        t = check_int(owner, "t", t, 0, COUNTER_MAX)
+        skippedSteps = check_int(owner, "skippedSteps", skippedSteps, 0, COUNTER_MAX)
         if lossScaleState is not None:
             lossScaleState = check_loss_scale_state(owner, lossScaleState)
         staged = [(view, self.backend.to_device(array)) for view, array in pairs]  # all moved before any write

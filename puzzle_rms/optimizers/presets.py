@@ -50,7 +50,8 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from puzzle_rms.optimizers.schedules import InverseTimeDecay, validate_learn_rate
-from puzzle_rms.validation import check_bool, check_choice, check_int, check_range, check_real
+from puzzle_rms.validation import (EPSILON_REASON, FLOAT32_TINY, check_bool, check_choice, check_float32_range,
+                                   check_int, check_range, check_real)
 
 __all__ = ["ALIASES", "PRESETS", "REQUIRED", "RETIRED", "Argument", "Preset", "mindspore_decay_filter",
            "mxnet_decay_filter", "preset_arguments", "preset_group", "resolve_name"]
@@ -64,7 +65,8 @@ class Argument:
     """One argument of a preset: its default (or :data:`REQUIRED`) and the check it gets.
 
     ``kind`` is one of: ``lr`` (a float >= 0, a callable of the step, or a sequence), ``decay`` (in
-    [0, 1]), ``momentum`` (in [0, 1)), ``eps`` (> 0), ``nonneg`` (>= 0), ``positive`` (> 0), ``bool``,
+    [0, 1]), ``momentum`` (in [0, 1)), ``eps`` (> 0) and ``eps0`` (>= 0), both at least float32's smallest
+    normal number when not 0, ``nonneg`` (>= 0), ``positive`` (> 0), ``bool``,
     ``clip`` (None or any real number; the preset reads <= 0 as off, as MXNet does),
     ``names`` (None or a dict index -> parameter name, MXNet's ``param_idx2name``), ``scheduler`` (None or a
     callable of MXNet's 1-based update count), ``index`` (an integer >= 0), ``paddle-decay`` and
@@ -113,13 +115,16 @@ def _check(owner: str, name: str, value: Any, kind: str) -> Any:
         return None if value is None else _check(owner, name, value, kind[len("optional-"):])
     if kind == "lr":
         if callable(value) or isinstance(value, (list, tuple, np.ndarray)):
-            return validate_learn_rate(owner, value)
+            return validate_learn_rate(owner, value, name)
         return check_range(owner, name, value, 0.0)
     if kind == "decay":
         return check_range(owner, name, value, 0.0, 1.0)
     if kind == "momentum":
         return check_range(owner, name, value, 0.0, 1.0, highOpen=True)
-    if kind == "eps" or kind == "positive":
+    if kind in ("eps", "eps0"):  # as RMSProp checks its epsilon (eps0: 0 allowed too), under the framework's name
+        return check_float32_range(owner, name, value, 0.0, lowOpen=kind == "eps", least=FLOAT32_TINY,
+                                   reason=EPSILON_REASON)
+    if kind == "positive":
         return check_range(owner, name, value, 0.0, lowOpen=True)
     if kind == "count":
         return check_int(owner, name, value, 1)
@@ -380,7 +385,7 @@ PRESETS: dict[str, Preset] = {preset.name: preset for preset in (
                                 "epsilon": _A(1e-4, "eps"), "nodeinfo": _A(None, "any")},
            _puzzlelib_graves, "PuzzleLib RMSPropGraves (Graves 2013): centered, eps inside, lr inside the momentum",
            "dense"),
-    Preset("torch", {"lr": _A(1e-2, "lr"), "alpha": _A(0.99, "decay"), "eps": _A(1e-8, "nonneg"),
+    Preset("torch", {"lr": _A(1e-2, "lr"), "alpha": _A(0.99, "decay"), "eps": _A(1e-8, "eps0"),
                      "weight_decay": _A(0.0, "nonneg"), "momentum": _A(0.0, "nonneg"), "centered": _A(False, "bool"),
                      "foreach": _A(None, "optional-bool"), "maximize": _A(False, "bool"),
                      "capturable": _A(False, "bool"), "differentiable": _A(False, "bool")},
@@ -388,7 +393,7 @@ PRESETS: dict[str, Preset] = {preset.name: preset for preset in (
            "dense (torch.optim.RMSprop rejects sparse gradients)", ("lr", "weight_decay"), _torch_group,
            ("foreach", "capturable", "differentiable")),
     Preset("keras3", {"learning_rate": _A(1e-3, "lr"), "rho": _A(0.9, "decay"), "momentum": _A(0.0, "momentum"),
-                      "epsilon": _A(1e-7, "nonneg"), "centered": _A(False, "bool"),
+                      "epsilon": _A(1e-7, "eps0"), "centered": _A(False, "bool"),
                       "weight_decay": _A(None, "optional-nonneg"), **_KERAS_CLIP, **_KERAS_EMA,
                       "loss_scale_factor": _A(None, "optional-positive"),
                       "gradient_accumulation_steps": _A(None, "optional-count"), "name": _A("rmsprop", "any")},
@@ -396,13 +401,13 @@ PRESETS: dict[str, Preset] = {preset.name: preset for preset in (
            "dense; on the TensorFlow backend each occurrence of a repeated row is squared on its own",
            ignored=("name",)),
     Preset("keras2", {"learning_rate": _A(1e-3, "lr"), "rho": _A(0.9, "decay"), "momentum": _A(0.0, "momentum"),
-                      "epsilon": _A(1e-7, "nonneg"), "centered": _A(False, "bool"),
+                      "epsilon": _A(1e-7, "eps0"), "centered": _A(False, "bool"),
                       "weight_decay": _A(None, "optional-nonneg"), **_KERAS_CLIP, **_KERAS_EMA,
                       "jit_compile": _A(True, "bool"), "name": _A("RMSprop", "any")},
            _keras2, "tf.keras.optimizers.RMSprop since TF 2.11 (tf_keras.optimizers.RMSprop, Keras 2): as Keras 3",
            "dense; each occurrence of a repeated row clipped on its own, then summed", ignored=("jit_compile", "name")),
     Preset("keras2-legacy", {"learning_rate": _A(1e-3, "lr"), "rho": _A(0.9, "decay"),
-                             "momentum": _A(0.0, "momentum"), "epsilon": _A(1e-7, "nonneg"),
+                             "momentum": _A(0.0, "momentum"), "epsilon": _A(1e-7, "eps0"),
                              "centered": _A(False, "bool"), "name": _A("RMSprop", "any"), **_KERAS_CLIP,
                              "decay": _A(0.0, "nonneg")},
            _keras2_legacy, "tf.keras.optimizers.legacy.RMSprop (tf_keras.optimizers.legacy.RMSprop, Keras 2): "
@@ -410,7 +415,7 @@ PRESETS: dict[str, Preset] = {preset.name: preset for preset in (
            "lazy when momentum > 0 (its sparse raw op), dense when momentum == 0; each occurrence of a repeated "
            "row clipped on its own, then summed", ignored=("name",)),
     Preset("tf1", {"learning_rate": _A(REQUIRED, "lr"), "decay": _A(0.9, "decay"), "momentum": _A(0.0, "momentum"),
-                   "epsilon": _A(1e-10, "nonneg"), "use_locking": _A(False, "bool"), "centered": _A(False, "bool"),
+                   "epsilon": _A(1e-10, "eps0"), "use_locking": _A(False, "bool"), "centered": _A(False, "bool"),
                    "name": _A("RMSProp", "any")},
            _tf1, "tf.compat.v1.train.RMSPropOptimizer: eps inside, lr inside the momentum, mean square starts at 1",
            "lazy (repeated rows summed first)", ignored=("use_locking", "name")),
@@ -432,14 +437,14 @@ PRESETS: dict[str, Preset] = {preset.name: preset for preset in (
            _mxnet2, "mxnet.optimizer.RMSProp (2.x): eps outside (plain) or inside (centered); wd after clip_gradient; "
            "clip values <= 0 are off",
            "dense", ignored=("use_fused_step", "param_idx2name")),
-    Preset("paddle", {"learning_rate": _A(REQUIRED, "lr"), "rho": _A(0.95, "nonneg"), "epsilon": _A(1e-6, "nonneg"),
+    Preset("paddle", {"learning_rate": _A(REQUIRED, "lr"), "rho": _A(0.95, "nonneg"), "epsilon": _A(1e-6, "eps0"),
                       "momentum": _A(0.0, "nonneg"), "centered": _A(False, "bool"),
                       "weight_decay": _A(None, "paddle-decay"), "grad_clip": _A(None, "paddle-clip"),
                       "name": _A(None, "any")},
            _paddle, "paddle.optimizer.RMSProp: eps inside, lr inside the momentum, coupled L2 weight decay added "
            "after grad_clip (ClipGradByNorm, ClipGradByGlobalNorm, symmetric ClipGradByValue); groups scale lr",
            "dense", ("learning_rate", "weight_decay"), _paddle_group, ignored=("name",)),
-    Preset("optax", {"learning_rate": _A(REQUIRED, "lr"), "decay": _A(0.9, "decay"), "eps": _A(1e-8, "nonneg"),
+    Preset("optax", {"learning_rate": _A(REQUIRED, "lr"), "decay": _A(0.9, "decay"), "eps": _A(1e-8, "eps0"),
                      "initial_scale": _A(0.0, "nonneg"), "eps_in_sqrt": _A(True, "bool"), "centered": _A(False, "bool"),
                      "momentum": _A(None, "optional-nonneg"), "nesterov": _A(False, "bool"),
                      "bias_correction": _A(False, "bool")},

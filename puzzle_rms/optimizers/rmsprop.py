@@ -1,6 +1,7 @@
 """RMSProp with every framework's variant behind PuzzleLib's names, run by one fused kernel per bucket."""
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, Callable, Mapping, Optional, Union
 
@@ -11,10 +12,143 @@ from puzzle_rms.backends.compressed_state import STATE_DTYPE_ALIASES, STATE_DTYP
 from puzzle_rms.optimizers.buckets import Bucket, RowsView
 from puzzle_rms.optimizers.compressed import CompressedState
 from puzzle_rms.optimizers.loss_scale import DynamicLossScale
-from puzzle_rms.optimizers.optimizer import Optimizer
-from puzzle_rms.optimizers.presets import preset_arguments
+from puzzle_rms.optimizers.optimizer import Optimizer, fixed_after_setup
+from puzzle_rms.optimizers.presets import PRESETS, REQUIRED, preset_arguments
 from puzzle_rms.sparse import RowSparseVariable
-from puzzle_rms.validation import check_bool, check_choice, check_int, check_optional_positive, check_range
+from puzzle_rms.validation import (DECAY_REASON, EPSILON_REASON, FLOAT32_TINY, Checked, check_bool, check_choice,
+                                   check_float32_range, check_int, check_no_unknown_keywords, check_optional_positive,
+                                   check_range)
+
+
+def _current(obj: Any, name: str, default: Any) -> Any:
+    """The attribute's value so far (``default`` while the constructor has not set it yet)."""
+    return obj.__dict__.get(name, default)
+
+
+def _factor(obj: Any, owner: str, name: str, value: Any) -> float:
+    value = check_range(owner, name, value, 0.0)  # >= 0: MindSpore and Paddle accept a decay above 1
+    if value == 1 and _current(obj, "biasCorrection", False):
+        raise ValueError(f"{owner}: biasCorrection needs factor < 1, got factor={value!r}")
+    return value
+
+
+def _epsilon(obj: Any, owner: str, name: str, value: Any) -> float:
+    return check_float32_range(owner, name, value, 0.0, least=FLOAT32_TINY, reason=EPSILON_REASON)  # 0: torch, TF1
+
+
+def _momentum(obj: Any, owner: str, name: str, value: Any) -> float:
+    value = check_range(owner, name, value, 0.0)  # >= 0: torch, optax and MindSpore accept momentum >= 1
+    if value == 0 and _current(obj, "nesterov", False):
+        raise ValueError(f"{owner}: nesterov=True needs momentum > 0, got momentum={value!r}")
+    fixed_after_setup(obj, owner, f"{name} (zero or not: whether a momentum buffer exists)",
+                      (value > 0) != (_current(obj, name, value) > 0))
+    return value
+
+
+def _nesterov(obj: Any, owner: str, name: str, value: Any) -> bool:
+    value = check_bool(owner, name, value)
+    if value and _current(obj, "momentum", 0.0) == 0:
+        raise ValueError(f"{owner}: nesterov=True needs momentum > 0, got momentum={_current(obj, 'momentum', 0.0)!r}")
+    return value
+
+
+def _bias_correction(obj: Any, owner: str, name: str, value: Any) -> bool:
+    value = check_bool(owner, name, value)
+    if value and _current(obj, "factor", 0.0) == 1:
+        raise ValueError(f"{owner}: biasCorrection needs factor < 1, got factor={_current(obj, 'factor', 0.0)!r}")
+    return value
+
+
+def _flag(obj: Any, owner: str, name: str, value: Any) -> bool:
+    return check_bool(owner, name, value)
+
+
+def _setup_flag(obj: Any, owner: str, name: str, value: Any) -> bool:
+    """A flag that decides which state buffers setupOn allocates."""
+    value = check_bool(owner, name, value)
+    fixed_after_setup(obj, owner, name, value != _current(obj, name if name != "masterWeights" else "useMasterWeights",
+                                                           value))
+    return value
+
+
+def _decay(obj: Any, owner: str, name: str, value: Any) -> float:
+    value = check_float32_range(owner, name, value, 0.0, reason=DECAY_REASON)
+    fixed_after_setup(obj, owner, name, value != _current(obj, name, value))
+    return value
+
+
+def _decay_filter(obj: Any, owner: str, name: str, value: Any) -> Any:
+    if value is not None and not callable(value):
+        raise TypeError(f"{owner}: decayFilter must be a callable name -> bool, got {value!r}")
+    fixed_after_setup(obj, owner, name, value is not _current(obj, name, value))
+    return value
+
+
+def _optional_positive(obj: Any, owner: str, name: str, value: Any) -> Any:
+    return check_optional_positive(owner, name, value)
+
+
+def _optional_int(obj: Any, owner: str, name: str, value: Any) -> Any:
+    return None if value is None else check_int(owner, name, value, 1)
+
+
+def _accumulation(obj: Any, owner: str, name: str, value: Any) -> int:
+    """gradientAccumulationSteps: > 1 allocates an accumulator, so whether it is 1 is fixed once set up."""
+    value = check_int(owner, name, value, 1)
+    if value > 1 and _current(obj, "sparseUpdate", "dense") == "lazy":
+        raise ValueError(f"{owner}: gradientAccumulationSteps > 1 needs sparseUpdate='dense', got 'lazy'")
+    fixed_after_setup(obj, owner, f"{name} (1 or more: whether an accumulator exists)",
+                      (value > 1) != (_current(obj, name, value) > 1))
+    return value
+
+
+def _ema_momentum(obj: Any, owner: str, name: str, value: Any) -> Any:
+    """emaMomentum: not None allocates the average of the weights, so whether it is None is fixed once set up."""
+    value = None if value is None else check_range(owner, name, value, 0.0, 1.0)
+    fixed_after_setup(obj, owner, f"{name} (None or not: whether an average of the weights exists)",
+                      (value is None) != (_current(obj, name, value) is None))
+    return value
+
+
+def _ema_start(obj: Any, owner: str, name: str, value: Any) -> str:
+    return check_choice(owner, name, value, ("first-update", "initial-weights"))
+
+
+def _state_dtype(obj: Any, owner: str, name: str, value: Any) -> str:
+    """stateDtype ("8bit" is "int8"): it decides the state buffers, so it is fixed once set up."""
+    value = check_choice(owner, name, STATE_DTYPE_ALIASES.get(value, value) if isinstance(value, str) else value,
+                         STATE_DTYPES)
+    fixed_after_setup(obj, owner, name, value != _current(obj, name, value))
+    return value
+
+
+# Two valid values of each preset argument kind: translating both shows which RMSProp option an argument sets.
+_SAMPLES = {"lr": (0.01, 0.02), "decay": (0.5, 0.6), "momentum": (0.5, 0.6), "eps": (0.01, 0.02),
+            "eps0": (0.01, 0.02), "nonneg": (0.01, 0.02), "positive": (0.5, 2.0), "bool": (False, True)}
+
+
+def _option_set_by(preset: str, argument: str) -> Optional[str]:
+    """The one RMSProp option that ``argument`` of ``RMSProp.like(preset)`` sets, or None (several, none, untested)."""
+    arguments = PRESETS[preset].arguments
+    samples = _SAMPLES.get(arguments[argument].kind.removeprefix("optional-"))
+    if samples is None:
+        return None
+    base = {name: _SAMPLES["lr"][0] for name, arg in arguments.items() if arg.default is REQUIRED}
+    first, second = (preset_arguments(preset, {**base, argument: value}) for value in samples)
+    changed = [option for option in first if first[option] != second[option]]
+    return changed[0] if len(changed) == 1 else None
+
+
+def _framework_hint(keyword: str) -> Optional[str]:
+    """For a framework's argument name given to RMSProp (``lr``): our name for it and the ``RMSProp.like`` route."""
+    frameworks = [name for name, preset in PRESETS.items() if keyword in preset.arguments]
+    if not frameworks:
+        return None
+    ours = sorted({option for name in frameworks for option in [_option_set_by(name, keyword)] if option})
+    meant = f"did you mean {' or '.join(ours)}? " if ours else ""
+    example = "torch" if "torch" in frameworks else frameworks[0]
+    return (f"{meant}{keyword!r} is the name in {', '.join(frameworks)}: RMSProp.like({example!r}, {keyword}=...) "
+            f"takes that framework's argument names and defaults")
 
 
 class RMSProp(Optimizer):
@@ -42,8 +176,9 @@ class RMSProp(Optimizer):
         Decay ``rho`` of the running mean square, >= 0; normally in [0, 1] (MindSpore also accepts > 1,
         where the running mean extrapolates; the presets check their framework's own range).
     epsilon : float
-        Added to the denominator; must be >= 0 (0 as torch and TF1 allow: a zero gradient with a zero mean
-        square then gives NaN, as there).
+        Added to the denominator: 0 (as torch and TF1 allow: a zero gradient with a zero mean square then
+        gives NaN, as there) or at least 1.18e-38 (float32's smallest normal number: a smaller one vanishes in
+        float32 state and 0/0 makes NaN weights).
     epsInSqrt : bool
         Default False: ``sqrt(ms) + eps``, what PuzzleLib's code does (its docs write eps inside the
         root) and PyTorch does, so a PuzzleLib script gets its own numbers. True puts eps inside the
@@ -100,6 +235,12 @@ class RMSProp(Optimizer):
         iteration 0) or at the parameters before it (Keras 2).
     nodeinfo, lossScale, clipNorm, globalClipNorm, nonFinite, sparseUpdate, sparseDuplicates
         See :class:`Optimizer`.
+
+    Every hyperparameter may be assigned after construction (``opt.factor = 0.95``); the assignment is
+    checked with the constructor's message and a bad value leaves the old one. ``momentum`` (zero or not),
+    ``centered``, ``masterWeights`` (``useMasterWeights``), ``weightDecay``, ``decoupledWeightDecay``,
+    ``decayFilter``, ``sparseUpdate`` and ``stateDtype`` decide what setupOn builds: after setupOn they raise
+    unless unchanged.
     """
 
     ATTRS = ("learnRate", "factor", "epsilon")
@@ -109,6 +250,34 @@ class RMSProp(Optimizer):
         "clipWeights", "maximize", "useMasterWeights", "clipValueFirst", "gradientAccumulationSteps", "emaMomentum",
         "emaOverwriteFrequency", "emaStart", "stateDtype", "stateSeed",
     )
+
+    # validated on every assignment with the constructor's messages (``opt.factor = 1.5`` raises, as PuzzleLib
+    # scripts assign hyperparameters after construction); those that decide the state buffers or the groups
+    # cannot change after setupOn
+    factor = Checked(_factor)
+    epsilon = Checked(_epsilon)
+    epsInSqrt = Checked(_flag)
+    momentum = Checked(_momentum)
+    lrInMomentum = Checked(_flag)
+    nesterov = Checked(_nesterov)
+    centered = Checked(_setup_flag)
+    initialMeanSquare = Checked(lambda obj, owner, name, value: check_range(owner, name, value, 0.0))
+    biasCorrection = Checked(_bias_correction)
+    weightDecay = Checked(_decay)
+    decoupledWeightDecay = Checked(_decay)
+    decayFilter = Checked(_decay_filter)
+    wdBeforeClip = Checked(_flag)
+    clipValue = Checked(_optional_positive)
+    clipWeights = Checked(_optional_positive)
+    maximize = Checked(_flag)
+    useMasterWeights = Checked(_setup_flag, argument="masterWeights")
+    clipValueFirst = Checked(_flag)
+    gradientAccumulationSteps = Checked(_accumulation)
+    emaMomentum = Checked(_ema_momentum)
+    emaOverwriteFrequency = Checked(_optional_int)
+    emaStart = Checked(_ema_start)
+    stateDtype = Checked(_state_dtype)
+    stateSeed = Checked(lambda obj, owner, name, value: check_int(owner, name, value, 0))
 
     def __init__(self, learnRate: Any = 1e-3, factor: float = 0.9, epsilon: float = 1e-5, nodeinfo: Any = None,
                  *, epsInSqrt: bool = False, momentum: float = 0.0, lrInMomentum: bool = True,
@@ -121,48 +290,39 @@ class RMSProp(Optimizer):
                  nonFinite: str = "raise", sparseUpdate: str = "dense", sparseDuplicates: str = "sum",
                  clipValueFirst: bool = False, gradientAccumulationSteps: int = 1,
                  emaMomentum: Optional[float] = None, emaOverwriteFrequency: Optional[int] = None,
-                 emaStart: str = "first-update", stateDtype: str = "float32",
-                 stateSeed: int = 0) -> None:
+                 emaStart: str = "first-update", stateDtype: str = "float32", stateSeed: int = 0,
+                 **unknown: Any) -> None:
+        check_no_unknown_keywords("RMSProp", unknown, [name for name in inspect.signature(RMSProp).parameters
+                                                       if name != "unknown"], _framework_hint)
         super().__init__(learnRate, nodeinfo, lossScale, clipNorm, globalClipNorm, nonFinite, sparseUpdate,
                          sparseDuplicates)
-        owner = "RMSProp"
-        self.factor = check_range(owner, "factor", factor, 0.0)
-        self.epsilon = check_range(owner, "epsilon", epsilon, 0.0)
-        self.epsInSqrt = check_bool(owner, "epsInSqrt", epsInSqrt)
-        self.momentum = check_range(owner, "momentum", momentum, 0.0)
-        self.lrInMomentum = check_bool(owner, "lrInMomentum", lrInMomentum)
-        self.nesterov = check_bool(owner, "nesterov", nesterov)
-        if nesterov and momentum == 0:
-            raise ValueError(f"{owner}: nesterov=True needs momentum > 0, got momentum={momentum!r}")
-        self.centered = check_bool(owner, "centered", centered)
-        self.initialMeanSquare = check_range(owner, "initialMeanSquare", initialMeanSquare, 0.0)
-        self.biasCorrection = check_bool(owner, "biasCorrection", biasCorrection)
-        if biasCorrection and factor == 1:
-            raise ValueError(f"{owner}: biasCorrection needs factor < 1, got factor={factor!r}")
-        self.weightDecay = check_range(owner, "weightDecay", weightDecay, 0.0)
-        self.decoupledWeightDecay = check_range(owner, "decoupledWeightDecay", decoupledWeightDecay, 0.0)
-        if decayFilter is not None and not callable(decayFilter):
-            raise TypeError(f"{owner}: decayFilter must be a callable name -> bool, got {decayFilter!r}")
+        self.factor = factor
+        self.epsilon = epsilon
+        self.epsInSqrt = epsInSqrt
+        self.momentum = momentum
+        self.lrInMomentum = lrInMomentum
+        self.nesterov = nesterov
+        self.centered = centered
+        self.initialMeanSquare = initialMeanSquare
+        self.biasCorrection = biasCorrection
+        self.weightDecay = weightDecay
+        self.decoupledWeightDecay = decoupledWeightDecay
         self.decayFilter = decayFilter
-        self.wdBeforeClip = check_bool(owner, "wdBeforeClip", wdBeforeClip)
-        self.clipValue = check_optional_positive(owner, "clipValue", clipValue)
-        self.clipWeights = check_optional_positive(owner, "clipWeights", clipWeights)
-        self.maximize = check_bool(owner, "maximize", maximize)
-        self.useMasterWeights = check_bool(owner, "masterWeights", masterWeights)
-        self.clipValueFirst = check_bool(owner, "clipValueFirst", clipValueFirst)
+        self.wdBeforeClip = wdBeforeClip
+        self.clipValue = clipValue
+        self.clipWeights = clipWeights
+        self.maximize = maximize
+        self.useMasterWeights = masterWeights
+        self.clipValueFirst = clipValueFirst
         if sparseDuplicates == "square-per-occurrence" and factor == 0:
-            raise ValueError(f"{owner}: sparseDuplicates='square-per-occurrence' needs factor > 0, got factor=0")
-        self.gradientAccumulationSteps = check_int(owner, "gradientAccumulationSteps", gradientAccumulationSteps, 1)
-        if self.gradientAccumulationSteps > 1 and sparseUpdate == "lazy":
-            raise ValueError(f"{owner}: gradientAccumulationSteps > 1 needs sparseUpdate='dense', got 'lazy'")
-        self.emaMomentum = None if emaMomentum is None else check_range(owner, "emaMomentum", emaMomentum, 0.0, 1.0)
-        self.emaOverwriteFrequency = (None if emaOverwriteFrequency is None
-                                      else check_int(owner, "emaOverwriteFrequency", emaOverwriteFrequency, 1))
-        self.emaStart = check_choice(owner, "emaStart", emaStart, ("first-update", "initial-weights"))
+            raise ValueError("RMSProp: sparseDuplicates='square-per-occurrence' needs factor > 0, got factor=0")
+        self.gradientAccumulationSteps = gradientAccumulationSteps
+        self.emaMomentum = emaMomentum
+        self.emaOverwriteFrequency = emaOverwriteFrequency
+        self.emaStart = emaStart
         self._pending = 0  # update() calls accumulated since the last update (not checkpointed: save after an update)
-        self.stateDtype = check_choice(owner, "stateDtype", STATE_DTYPE_ALIASES.get(stateDtype, stateDtype)
-                                       if isinstance(stateDtype, str) else stateDtype, STATE_DTYPES)
-        self.stateSeed = check_int(owner, "stateSeed", stateSeed, 0)
+        self.stateDtype = stateDtype
+        self.stateSeed = stateSeed
         self._compressed: dict[int, CompressedState] = {}
 
     @classmethod

@@ -18,19 +18,22 @@ from puzzle_rms.validation import check_bool, check_range, check_real
 LearnRate = Union[float, Callable[[int], float], Sequence[float], np.ndarray]
 
 
-def validate_learn_rate(owner: str, learnRate: Any) -> Any:
-    """Check a learning-rate specification without evaluating callables; return it unchanged."""
+def validate_learn_rate(owner: str, learnRate: Any, name: str = "learnRate") -> Any:
+    """Check a learning-rate specification without evaluating callables; return it unchanged.
+
+    ``name`` is the argument's name in the caller's API (``lr`` for a torch preset).
+    """
     if callable(learnRate):
         return learnRate
     if isinstance(learnRate, (list, tuple, np.ndarray)):
         values = np.asarray(learnRate)
         if values.ndim != 1 or values.size == 0 or values.dtype.kind not in "iuf":
-            raise ValueError(f"{owner}: a learnRate sequence must be a non-empty 1-D sequence of numbers, "
+            raise ValueError(f"{owner}: a {name} sequence must be a non-empty 1-D sequence of numbers, "
                              f"got {learnRate!r} (shape {values.shape}, dtype {values.dtype})")
         if not np.all(np.isfinite(values)) or np.any(values < 0):
-            raise ValueError(f"{owner}: every learnRate in the sequence must be finite and >= 0, got {learnRate!r}")
+            raise ValueError(f"{owner}: every {name} in the sequence must be finite and >= 0, got {learnRate!r}")
         return learnRate
-    check_range(owner, "learnRate", learnRate, 0.0)
+    check_range(owner, name, learnRate, 0.0)
     return learnRate
 
 

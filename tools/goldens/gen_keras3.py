@@ -53,7 +53,7 @@ def run(kwargs: dict, params: dict, steps: list) -> list:
 
 
 def call_text(kwargs: dict) -> str:
-    return f"keras.optimizers.RMSprop(" + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + \
+    return "keras.optimizers.RMSprop(" + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + \
         f").apply(grads, variables)  # KERAS_BACKEND={BACKEND}"
 
 

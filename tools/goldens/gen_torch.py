@@ -7,7 +7,6 @@ Run inside a venv that has torch (never imports puzzle_rms)::
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from golden_io import case, problem, write
