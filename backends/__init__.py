@@ -8,6 +8,9 @@ for the current backend and never branches on which one it is.
 The backend is picked at first use from the environment variable
 ``PUZZLE_RMS_BACKEND`` (default ``auto``: cupy when a CUDA device is usable,
 else numba, else numpy), or explicitly with :func:`use`.
+
+How many threads the CPU work runs on is set by ``PUZZLE_RMS_THREADS`` (read when
+the first backend is created) or :func:`setNumThreads`; see :mod:`.threads`.
 """
 from __future__ import annotations
 
@@ -16,8 +19,10 @@ import os
 from typing import Optional
 
 from .backend import Backend, BackendUnavailableError
+from .threads import getNumThreads, setNumThreads
 
-__all__ = ["Backend", "BackendUnavailableError", "ENV_VAR", "NAMES", "available", "current", "use"]
+__all__ = ["Backend", "BackendUnavailableError", "ENV_VAR", "NAMES", "available", "current", "getNumThreads",
+           "setNumThreads", "use"]
 
 ENV_VAR = "PUZZLE_RMS_BACKEND"
 
@@ -78,6 +83,7 @@ def use(name: str) -> Backend:
         reason = unavailable_reason(resolved)
         if reason is not None:
             raise BackendUnavailableError(f"backend {resolved!r} is not usable here: {reason}")
+        getNumThreads()  # applies PUZZLE_RMS_THREADS (to NumPy's BLAS too) before the first computation
         _instances[resolved] = _module(resolved).create()
     _current = _instances[resolved]
     return _current

@@ -4,8 +4,9 @@ Each kernel is one ``prange`` over the layout's blocks; inside a block the loop
 runs over slice views from index 0 (absolute indices defeat vectorization) in
 the state dtype (float32 scalars keep float32 math). ``error_model="numpy"`` is
 essential for SIMD. Kernels are cached on disk (``cache=True``), so only the
-first process on a machine pays the compile time. Layouts smaller than
-:data:`PARALLEL_MIN_ELEMENTS` run the serial twin of each kernel.
+first process on a machine pays the compile time. How many threads a kernel
+runs on is :mod:`puzzle_rms.backends.threads`'s policy; on one thread the
+serial twin of the kernel runs and Numba's thread pool is never started.
 
 Numba has no float16 arithmetic on the CPU: float16 parameters go through
 float32 scratch copies around the same kernel.
@@ -18,13 +19,10 @@ from typing import Any, Optional
 import numpy as np
 
 from .backend import Backend, Layout
+from .threads import kernel_threads
 
 # Fast-math without 'nnan'/'ninf': infinities are the "no clipping" bounds, and NaNs must propagate.
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
-
-# Layouts of fewer elements run on the calling thread: a parallel launch costs ~2 us on an idle machine and
-# a scheduler time slice (~10 ms) when the other cores are busy, more than such a layout takes serially.
-PARALLEL_MIN_ELEMENTS = 1 << 15
 
 
 def probe() -> Optional[str]:
@@ -52,13 +50,21 @@ class NumbaBackend(Backend):
     blockElems = 1 << 14
 
     def __init__(self) -> None:
+        import numba
+
         self.kernels = _kernels()
+        self._numba = numba
         self._scratch: dict[str, np.ndarray] = {}
         self._blockSums = np.empty(0)
 
     def _kernel(self, name: str, layout: Layout) -> Any:
-        """Kernel ``name``: its parallel version for large layouts, its serial one for small ones."""
-        return getattr(self.kernels, name if layout.size >= PARALLEL_MIN_ELEMENTS else f"{name}_serial")
+        """Kernel ``name`` on the threads the policy gives ``layout``: its serial twin on one."""
+        count = kernel_threads(layout.size)
+        if count == 1:
+            return getattr(self.kernels, f"{name}_serial")
+        if self._numba.get_num_threads() != count:
+            self._numba.set_num_threads(count)
+        return getattr(self.kernels, name)
 
     def _f32(self, key: str, array: np.ndarray) -> np.ndarray:
         """A float32 copy of ``array`` in a reused scratch buffer."""

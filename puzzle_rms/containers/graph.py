@@ -89,8 +89,10 @@ class Graph(Module):
         outs = [values[id(node)] for node in self.outputs]
         return outs[0] if len(outs) == 1 else outs
 
-    def updateGrad(self, grad: Any) -> Any:
+    def propagate(self, grad: Any, updGrad: bool) -> Any:
+        """Backward in reverse topological order; the input nodes' modules get ``updGrad`` (they read the data)."""
         grads: dict[int, Any] = {}
+        inputs = {id(node) for node in self.inputs}
 
         def accumulate(node: Node, g: Any) -> None:
             grads[id(node)] = g if id(node) not in grads else grads[id(node)] + g
@@ -98,8 +100,10 @@ class Graph(Module):
         for node, g in zip(self.outputs, grad if len(self.outputs) > 1 else [grad]):
             accumulate(node, g)
         for node in reversed(self.order):
-            g = node.module.backward(grads[id(node)])
+            g = node.module.backward(grads[id(node)], updGrad or id(node) not in inputs)
             for parent, gp in zip(node.parents, [g] if len(node.parents) == 1 else g):
                 accumulate(parent, gp)
+        if not updGrad:
+            return None
         inGrads = [node.module.grad for node in self.inputs]
         return inGrads[0] if len(inGrads) == 1 else inGrads

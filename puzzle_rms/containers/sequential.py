@@ -44,7 +44,11 @@ class Sequential(Module):
             data = module(data)
         return data
 
-    def updateGrad(self, grad: Any) -> Any:
-        for module in reversed(list(self.modules.values())):
+    def propagate(self, grad: Any, updGrad: bool) -> Any:
+        """Backward through the chain in reverse; the first module gets ``updGrad`` (its input is this one's)."""
+        chain = list(self.modules.values())
+        if not chain:
+            return grad if updGrad else None
+        for module in reversed(chain[1:]):
             grad = module.backward(grad)
-        return grad
+        return chain[0].backward(grad, updGrad)

@@ -14,7 +14,7 @@ import numpy as np
 
 from puzzle_rms import backends
 from puzzle_rms.checkpoint import loadModule, saveModule
-from puzzle_rms.validation import check_optional_str
+from puzzle_rms.validation import check_bool, check_optional_str
 from puzzle_rms.variable import Variable
 
 
@@ -68,17 +68,34 @@ class Module:
         self.data = self.updateData(self.inData)
         return self.data
 
-    def backward(self, grad: Any) -> Any:
-        """Given dL/dy of the last output, return dL/dx and add dL/dw to every parameter's ``grad`` in place."""
+    def backward(self, grad: Any, updGrad: bool = True) -> Any:
+        """Given dL/dy of the last output, add dL/dw to every parameter's ``grad`` in place and return dL/dx.
+
+        With ``updGrad=False`` (PuzzleLib's name) dL/dx is not computed: ``grad`` and the return value are
+        None. Pass it when the input is data that needs no gradient, as a training loop's data does; a
+        container passes it on to the modules its input feeds, so the first layer skips the product
+        ``dL/dy W^T`` (its parameters' gradients are computed either way).
+        """
         if self.data is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
+        if updGrad is not True and updGrad is not False:
+            check_bool(f"{self!r}.backward", "updGrad", updGrad)
         grad = self._toCalc(grad)
         if _shapes(grad) != _shapes(self.data):
             raise ValueError(f"{self!r}: grad of shape {_shapes(grad)} does not match the output's shape "
                              f"{_shapes(self.data)}")
-        self.grad = self.updateGrad(grad)
-        self.accGradParams(grad)
+        self.grad = self.propagate(grad, updGrad)
         return self.grad
+
+    def propagate(self, grad: Any, updGrad: bool) -> Any:
+        """The backward pass on a checked ``grad``: dL/dw into the parameters, and dL/dx (None unless ``updGrad``).
+
+        Containers override it to run their children; layers write :meth:`updateGrad` and
+        :meth:`accGradParams` instead.
+        """
+        inGrad = self.updateGrad(grad) if updGrad else None
+        self.accGradParams(grad)
+        return inGrad
 
     def updateData(self, data: Any) -> Any:
         """Forward: return y = f(data)."""
