@@ -92,7 +92,6 @@ class Graph(Module):
     def propagate(self, grad: Any, updGrad: bool) -> Any:
         """Backward in reverse topological order; the input nodes' modules get ``updGrad`` (they read the data)."""
         grads: dict[int, Any] = {}
-        inputs = {id(node) for node in self.inputs}
 
         def accumulate(node: Node, g: Any) -> None:
             grads[id(node)] = g if id(node) not in grads else grads[id(node)] + g
@@ -100,7 +99,10 @@ class Graph(Module):
         for node, g in zip(self.outputs, grad if len(self.outputs) > 1 else [grad]):
             accumulate(node, g)
         for node in reversed(self.order):
-            g = node.module.backward(grads[id(node)], updGrad or id(node) not in inputs)
+            if not node.parents:  # an input node: its input is the data
+                node.module.backward(grads[id(node)], updGrad)
+                continue
+            g = node.module.backward(grads[id(node)])
             for parent, gp in zip(node.parents, [g] if len(node.parents) == 1 else g):
                 accumulate(parent, gp)
         if not updGrad:

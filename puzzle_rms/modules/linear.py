@@ -76,6 +76,8 @@ class Linear(Module):
         return grad @ self.W.T
 
     def accGradParams(self, grad: Any) -> None:
-        self.vars["W"].grad += self.inData.T @ grad
+        gradW = self.vars["W"].grad  # added in place: the optimizer's flat buffer stays bound
+        gradW += self.inData.T @ grad
         if self.useBias:
-            self.vars["b"].grad += grad.sum(axis=0)
+            gradB = self.vars["b"].grad
+            gradB += grad.sum(axis=0)

@@ -81,7 +81,8 @@ class Module:
         if updGrad is not True and updGrad is not False:
             check_bool(f"{self!r}.backward", "updGrad", updGrad)
         grad = self._toCalc(grad)
-        if _shapes(grad) != _shapes(self.data):
+        if (grad.shape != self.data.shape if hasattr(grad, "shape") and hasattr(self.data, "shape")
+                else _shapes(grad) != _shapes(self.data)):
             raise ValueError(f"{self!r}: grad of shape {_shapes(grad)} does not match the output's shape "
                              f"{_shapes(self.data)}")
         self.grad = self.propagate(grad, updGrad)
@@ -112,8 +113,10 @@ class Module:
         if isinstance(x, (list, tuple)):
             return [self._toCalc(item) for item in x]
         backend = backends.current()
-        x = x if backend.owns(x) else backend.to_device(x)
-        return x.astype(self.calctype, copy=False) if x.dtype.kind == "f" else x
+        if not backend.owns(x):
+            x = backend.to_device(x)
+        dtype = x.dtype
+        return x if dtype == self.calctype or dtype.kind != "f" else x.astype(self.calctype)
 
     # --- parameters -----------------------------------------------------------------------------
     def getVarTable(self) -> dict[str, Variable]:
