@@ -54,6 +54,15 @@ def hyper_vector(**values: float) -> np.ndarray:
     return hyper
 
 
+_EXPONENT_MASKS = {2: (np.uint16, 0x7C00), 4: (np.uint32, 0x7F800000), 8: (np.uint64, 0x7FF0000000000000)}
+
+
+def exponent_view(g: Any) -> tuple[Any, Any]:
+    """``g`` (float16/32/64) viewed as unsigned integers of its width, and the mask of its exponent bits."""
+    uint, mask = _EXPONENT_MASKS[g.dtype.itemsize]
+    return g.view(uint), uint(mask)
+
+
 @dataclass(frozen=True)
 class Layout:
     """Blocks of flat buffers that a kernel walks; ``blocks`` lives where the backend computes."""
@@ -183,6 +192,37 @@ class Backend:
         serves both the finiteness check and norm clipping.
         """
         raise NotImplementedError
+
+    nonFiniteChunk = 1 << 18  # gradient elements one step of segment_nonfinite's window loop covers
+
+    def segment_nonfinite(self, g: Any, layout: Layout) -> np.ndarray:
+        """Whether each segment of ``layout`` in the flat ``g`` holds a NaN or an infinity (bool, on the host).
+
+        An element is non-finite exactly when all its exponent bits are set (``bits & expMask == expMask``):
+        an integer test that nothing overflows, whatever the values (a float64 sum of squares overflows to
+        inf from ``|g| ~ 1e154``). This default finds the offending elements window by window (any ``xp``,
+        temporaries of ``nonFiniteChunk`` elements) and maps them to their blocks on the host; a backend may
+        fuse the test into one kernel.
+        """
+        bad = np.zeros(layout.numSegments, dtype=bool)
+        blocks = layout.hostBlocks
+        if blocks.shape[0] == 0:
+            return bad
+        bits, mask = exponent_view(g)
+        starts = blocks[:, 3]
+        stops = starts + blocks[:, 1] - blocks[:, 0]
+        order = np.argsort(starts, kind="stable")
+        starts, stops, segments = starts[order], stops[order], blocks[order, 2]
+        newRun = np.concatenate(([True], starts[1:] != stops[:-1]))
+        runStops = stops[np.concatenate((newRun[1:], [True]))]
+        for first, last in zip(starts[newRun].tolist(), runStops.tolist()):  # runs of back-to-back blocks
+            for base in range(first, last, self.nonFiniteChunk):
+                window = bits[base:min(base + self.nonFiniteChunk, last)]
+                flags = self.xp.bitwise_and(window, mask) == mask
+                if int(self.xp.count_nonzero(flags)):  # rare: only then are the positions fetched
+                    hits = self.to_host(self.xp.flatnonzero(flags))
+                    bad[segments[np.searchsorted(starts, hits + base, side="right") - 1]] = True
+        return bad
 
     def copy_cast(self, dst: Any, src: Any) -> None:
         """``dst[...] = src`` with a dtype cast, in place."""

@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .backend import Backend, Layout
+from .backend import Backend, Layout, exponent_view
 from .threads import kernel_threads
 
 # Fast-math without 'nnan'/'ninf': infinities are the "no clipping" bounds, and NaNs must propagate.
@@ -112,3 +112,14 @@ class NumbaBackend(Backend):
         partial = self._blockSums[:nblocks]
         self._kernel("block_sumsq", layout)(g if g.dtype != np.float16 else self._f32("g", g), layout.blocks, partial)
         return np.bincount(layout.hostBlocks[:, 2], weights=partial, minlength=layout.numSegments)
+
+    def segment_nonfinite(self, g: np.ndarray, layout: Layout) -> np.ndarray:
+        bad = np.zeros(layout.numSegments, dtype=bool)
+        blocks = layout.hostBlocks
+        if blocks.shape[0] == 0:
+            return bad
+        flags = np.empty(blocks.shape[0], dtype=bool)
+        bits, mask = exponent_view(g)
+        self._kernel("block_nonfinite", layout)(bits, layout.blocks, mask, flags)
+        bad[blocks[flags, 2]] = True
+        return bad

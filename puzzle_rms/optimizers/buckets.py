@@ -206,6 +206,13 @@ class RowsView:
         perRow = self.bucket.backend.segment_sumsq(self.g, self.layout)
         return np.bincount(self.rowSegment, weights=perRow, minlength=self.bucket.sizes.size)
 
+    def segmentNonfinite(self) -> np.ndarray:
+        """Whether the rows of each segment of the bucket hold a NaN or an infinity (False without rows)."""
+        perRow = self.bucket.backend.segment_nonfinite(self.g, self.layout)
+        bad = np.zeros(self.bucket.sizes.size, dtype=bool)
+        bad[self.rowSegment[perRow]] = True
+        return bad
+
     def segParams(self, bucketParams: Any) -> Any:
         """The bucket's per-segment parameter table repeated for each row's segment."""
         return bucketParams[self._rowSegmentDevice]

@@ -7,8 +7,9 @@ names its state buffers (:meth:`stateInit`) and runs its fused kernel on one
 bucket (:meth:`step`).
 
 Per update, the host work is scalar or per group, never per element: one
-``segment_sumsq`` reduction pass per bucket when the check or clipping needs
-it, then one kernel call per bucket (one per dtype with global state).
+reduction pass per bucket (``segment_sumsq`` when clipping needs the norms,
+else the overflow-free ``segment_nonfinite`` for the check), then one kernel
+call per bucket (one per dtype with global state).
 """
 from __future__ import annotations
 
@@ -271,10 +272,15 @@ class Optimizer:
         gradScale = 1.0 / self.lossScaleValue
         dynamic = isinstance(self.lossScale, DynamicLossScale)
         sums = None
-        if self.nonFinite != "ignore" or dynamic or self.clipNorm is not None or self.globalClipNorm is not None:
+        if self.clipNorm is not None or self.globalClipNorm is not None:  # the norms also tell finiteness
             sums = [self.backend.segment_sumsq(bucket.grads(), bucket.layout)
                     + (0.0 if rows is None else rows.segmentSumsq()) for bucket, rows in zip(self.buckets, rowViews)]
-            if not self._finite(sums, dynamic):
+            if not self._finite([~np.isfinite(s) for s in sums], dynamic):
+                return False
+        elif self.nonFinite != "ignore" or dynamic:
+            bad = [self.backend.segment_nonfinite(bucket.grads(), bucket.layout)
+                   | (False if rows is None else rows.segmentNonfinite()) for bucket, rows in zip(self.buckets, rowViews)]
+            if not self._finite(bad, dynamic):
                 return False
         globalFactor = 1.0
         if self.globalClipNorm is not None:
@@ -297,20 +303,21 @@ class Optimizer:
             self.lossScale.record(True)
         return True
 
-    def _finite(self, sums: list[np.ndarray], dynamic: bool) -> bool:
-        """Whether every gradient is finite; otherwise raise or record the skip, per the policy."""
-        if all(np.isfinite(s).all() for s in sums):
+    def _finite(self, bad: list[np.ndarray], dynamic: bool) -> bool:
+        """Whether every gradient is finite (``bad``: per bucket, per segment, whether it is not); otherwise
+        raise or record the skip, per the policy."""
+        if not any(b.any() for b in bad):
             return True
         if dynamic:
             self.lossScale.record(False)
         elif self.nonFinite == "ignore":
             return True
         elif self.nonFinite == "raise":
-            bad = {id(bucket.variables[i]) for bucket, s in zip(self.buckets, sums)
-                   for i in np.flatnonzero(~np.isfinite(s)).tolist()}
+            offending = {id(bucket.variables[i]) for bucket, b in zip(self.buckets, bad)
+                         for i in np.flatnonzero(b).tolist()}
             # the first in the order setupOn was given, the same in local and global state
             first = next(name for group in self.groups for name, var in zip(group.names, group.variables)
-                         if id(var) in bad)
+                         if id(var) in offending)
             raise NonFiniteGradientError(
                 f"{type(self).__name__}.update: the gradient of variable {first!r} is not finite (NaN or inf); "
                 f"nothing was updated. Pass nonFinite='skip' to skip such steps.")
