@@ -278,8 +278,8 @@ class Optimizer:
             if not self._finite([~np.isfinite(s) for s in sums], dynamic):
                 return False
         elif self.nonFinite != "ignore" or dynamic:
-            bad = [self.backend.segment_nonfinite(bucket.grads(), bucket.layout)
-                   | (False if rows is None else rows.segmentNonfinite()) for bucket, rows in zip(self.buckets, rowViews)]
+            bad = [bucket.nonfinite() | (False if rows is None else rows.segmentNonfinite())
+                   for bucket, rows in zip(self.buckets, rowViews)]
             if not self._finite(bad, dynamic):
                 return False
         globalFactor = 1.0
@@ -295,7 +295,7 @@ class Optimizer:
             segParams = bucket.segParams(groupLr, groupWd, groupWdd, clipFactors)
             self.step(bucket, segParams, gradScale * globalFactor)
             if rows is not None:
-                self.step(rows, rows.segParams(segParams), gradScale * globalFactor)
+                self.step(rows, rows.segParams(bucket.segmentParams), gradScale * globalFactor)
             if "master" in bucket.state:
                 self.backend.copy_cast(bucket.weights(), bucket.state["master"])
         self.t += 1
