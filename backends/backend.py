@@ -33,6 +33,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from .threads import host_matmul
 
 class BackendUnavailableError(RuntimeError):
     """A named backend cannot run here: its package or its device is missing."""
@@ -192,6 +193,11 @@ class Backend:
         serves both the finiteness check and norm clipping.
         """
         raise NotImplementedError
+
+    def matmul(self, a: Any, b: Any) -> Any:
+        """``a @ b`` of two 2-D arrays; on the host on the BLAS threads that the threading policy gives its
+        size (:func:`puzzle_rms.backends.threads.host_matmul`)."""
+        return host_matmul(a, b) if self.xp is np else a @ b
 
     nonFiniteChunk = 1 << 18  # gradient elements one step of segment_nonfinite's window loop covers
 

@@ -24,8 +24,8 @@ def restore_threads() -> Iterator[None]:
     saved = (threads._asked, threads._fromEnvironment)
     yield
     threads._asked, threads._fromEnvironment = saved
-    if threads._asked is None:
-        threads.set_blas_threads(threads._numba_max_threads())
+    if threads._asked is None and threads._openblas() is not None:
+        threads.set_blas_threads(threads._openblas()[1])  # NumPy's own setting
 
 
 def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
@@ -98,16 +98,15 @@ def test_environment_variable_sets_numpys_blas_and_a_bad_value_is_named():
             "from puzzle_rms.backends import threads\n"
             "backends.use('numpy')\n"
             "print(backends.getNumThreads())\n"
-            "setter = threads._openblas_setter()\n"
+            "blas = threads._openblas()\n"
+            "print('no-openblas' if blas is None else blas[0].__name__)\n"
             "paths = [line.split()[-1] for line in open('/proc/self/maps') if 'openblas' in line.lower()]\n"
-            "library = ctypes.CDLL(paths[0]) if paths else None\n"
-            "names = ('scipy_openblas_get_num_threads64_', 'openblas_get_num_threads64_', 'openblas_get_num_threads')\n"
-            "get = next((getattr(library, n) for n in names if library is not None and hasattr(library, n)), None)\n"
-            "print(get() if get is not None and setter is not None else 'no openblas')\n")
+            "getter = None if blas is None else getattr(ctypes.CDLL(paths[0]), blas[0].__name__.replace('set', 'get'))\n"
+            "print('no-openblas' if blas is None else getter())\n")
     done = run_python(code, PUZZLE_RMS_THREADS="1")
     assert done.returncode == 0, done.stderr
-    asked, blas = done.stdout.split()
-    assert asked == "1" and blas in ("1", "no openblas")
+    asked, name, blas = done.stdout.split()
+    assert asked == "1" and (blas == "1" or name == blas == "no-openblas")
     done = run_python("from puzzle_rms import backends\nbackends.use('numpy')\n", PUZZLE_RMS_THREADS="many")
     assert done.returncode != 0
     assert ("ValueError: the environment variable PUZZLE_RMS_THREADS: value must be a positive number of threads or "
@@ -131,3 +130,45 @@ def test_the_first_numba_kernel_call_freezes_the_objects_alive_then():
     done = run_python(code)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "" and done.stderr.split() == ["0", "True"]
+
+
+def test_host_products_run_on_the_blas_threads_their_size_earns(monkeypatch, restore_threads):
+    """auto: a product below AUTO_MIN_FLOPS_PER_THREAD flops per thread runs on fewer BLAS threads and NumPy's
+    setting comes back right after; one large enough keeps it; asked threads leave the pool alone per call."""
+    calls = []
+
+    def setter(count):
+        calls.append(count)
+
+    monkeypatch.setattr(threads, "_openblas", lambda: (setter, 4))
+    backends.setNumThreads("auto")
+    calls.clear()
+    gen = np.random.default_rng(0)
+    a, b = gen.standard_normal((8, 16)), gen.standard_normal((16, 4))
+    np.testing.assert_array_equal(threads.host_matmul(a, b), a @ b)
+    assert calls == [1, 4]
+    calls.clear()
+    monkeypatch.setattr(threads, "AUTO_MIN_FLOPS_PER_THREAD", 64)
+    assert threads.host_matmul(a, b).shape == (8, 4) and calls == []  # 2 * 8 * 16 * 4 = 1024 flops: 16 threads earned
+    threads.host_matmul(a[:4], b[:, :2])  # 256 flops: 4 threads, all there are
+    assert calls == []
+    threads.host_matmul(a[:2], b[:, :2])  # 128 flops: 2 threads
+    assert calls == [2, 4]
+    calls.clear()
+    backends.setNumThreads(3)
+    threads.host_matmul(a, b)
+    assert calls == [3]  # set once by setNumThreads, not per product
+
+
+def test_linear_layers_multiply_through_the_backend(backend_name, monkeypatch):
+    """Linear's three products go through Backend.matmul (so that the policy sizes their BLAS threads)."""
+    from puzzle_rms.modules import Linear
+
+    backend = backends.current()
+    shapes = []
+    real = type(backend).matmul
+    monkeypatch.setattr(backend, "matmul", lambda a, b: shapes.append((a.shape, b.shape)) or real(backend, a, b))
+    layer = Linear(3, 2, rng=np.random.default_rng(0))
+    layer(np.ones((5, 3), np.float32))
+    layer.backward(np.ones((5, 2), np.float32))
+    assert shapes == [((5, 3), (3, 2)), ((5, 2), (2, 3)), ((3, 5), (5, 2))]

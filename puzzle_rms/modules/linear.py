@@ -5,6 +5,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from puzzle_rms import backends
 from puzzle_rms.modules.module import Module
 from puzzle_rms.validation import check_bool, check_choice, check_real, check_rng, check_size
 from puzzle_rms.variable import Variable
@@ -67,17 +68,17 @@ class Linear(Module):
     def updateData(self, data: Any) -> Any:
         if data.ndim != 2 or data.shape[1] != self.insize:
             raise ValueError(f"{self!r}: input of shape {tuple(data.shape)}, expected (batch, {self.insize})")
-        y = data @ self.W
+        y = backends.current().matmul(data, self.W)
         if self.useBias:
             y += self.b
         return y
 
     def updateGrad(self, grad: Any) -> Any:
-        return grad @ self.W.T
+        return backends.current().matmul(grad, self.W.T)
 
     def accGradParams(self, grad: Any) -> None:
         gradW = self.vars["W"].grad  # added in place: the optimizer's flat buffer stays bound
-        gradW += self.inData.T @ grad
+        gradW += backends.current().matmul(self.inData.T, grad)
         if self.useBias:
             gradB = self.vars["b"].grad
             gradB += grad.sum(axis=0)
