@@ -35,6 +35,7 @@ import numpy as np
 
 from .threads import host_matmul
 
+
 class BackendUnavailableError(RuntimeError):
     """A named backend cannot run here: its package or its device is missing."""
 
@@ -110,6 +111,7 @@ class Backend:
     name = "base"
     xp: Any = np
     blockElems = 1 << 16
+    nonFiniteChunk = 1 << 18  # gradient elements one step of segment_nonfinite's default window loop covers
     dtypesSupported = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
     # --- arrays ---------------------------------------------------------------------------------
@@ -198,8 +200,6 @@ class Backend:
         """``a @ b`` of two 2-D arrays; on the host on the BLAS threads that the threading policy gives its
         size (:func:`puzzle_rms.backends.threads.host_matmul`)."""
         return host_matmul(a, b) if self.xp is np else a @ b
-
-    nonFiniteChunk = 1 << 18  # gradient elements one step of segment_nonfinite's window loop covers
 
     def segment_nonfinite(self, g: Any, layout: Layout) -> np.ndarray:
         """Whether each segment of ``layout`` in the flat ``g`` holds a NaN or an infinity (bool, on the host).

@@ -140,7 +140,8 @@ def test_the_check_is_one_reduction_per_bucket_and_no_host_copy(backend_name, us
     backend = backends.current()
     calls, copies = [], []
     real = type(backend).segment_nonfinite
-    monkeypatch.setattr(backend, "segment_nonfinite", lambda g, layout: calls.append(g.size) or real(backend, g, layout))
+    monkeypatch.setattr(backend, "segment_nonfinite",
+                        lambda g, layout: calls.append(g.size) or real(backend, g, layout))
     monkeypatch.setattr(backend, "segment_sumsq", lambda g, layout: pytest.fail("no clipping: no norms needed"))
     monkeypatch.setattr(backend, "to_host", lambda array: copies.append(array) or np.asarray(array))
     set_grads(variables, 3)

@@ -101,7 +101,7 @@ def test_environment_variable_sets_numpys_blas_and_a_bad_value_is_named():
             "blas = threads._openblas()\n"
             "print('no-openblas' if blas is None else blas[0].__name__)\n"
             "paths = [line.split()[-1] for line in open('/proc/self/maps') if 'openblas' in line.lower()]\n"
-            "getter = None if blas is None else getattr(ctypes.CDLL(paths[0]), blas[0].__name__.replace('set', 'get'))\n"
+            "getter = blas and getattr(ctypes.CDLL(paths[0]), blas[0].__name__.replace('set', 'get'))\n"
             "print('no-openblas' if blas is None else getter())\n")
     done = run_python(code, PUZZLE_RMS_THREADS="1")
     assert done.returncode == 0, done.stderr

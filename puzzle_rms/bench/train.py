@@ -191,7 +191,8 @@ def format_train_case(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def train_shapes(widths: Optional[Sequence[int]], batches: Optional[Sequence[int]], tiny: bool) -> list[tuple[int, int]]:
+def train_shapes(widths: Optional[Sequence[int]], batches: Optional[Sequence[int]],
+                 tiny: bool) -> list[tuple[int, int]]:
     """Every (width, batch) of the train case, widths outer."""
     widths = widths or (TINY_WIDTHS if tiny else DEFAULT_WIDTHS)
     batches = batches or (TINY_BATCHES if tiny else DEFAULT_BATCHES)

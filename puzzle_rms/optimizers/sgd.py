@@ -16,4 +16,5 @@ class SGD(Optimizer):
 
     def step(self, bucket: Bucket, segParams: Any, gradScale: float) -> None:
         weights = bucket.state["master"] if "master" in bucket.state else bucket.weights()
-        self.backend.sgd_update(weights, bucket.grads(), bucket.kernelLayout, segParams, hyper_vector(gradScale=gradScale))
+        self.backend.sgd_update(weights, bucket.grads(), bucket.kernelLayout, segParams,
+                                hyper_vector(gradScale=gradScale))
