@@ -137,7 +137,8 @@ def _openblas() -> Optional[tuple[Any, int]]:
 
     try:
         with open("/proc/self/maps") as maps:
-            paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line})
+            paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line},
+                           key=lambda path: ("numpy" not in path, path))  # NumPy's own first (SciPy has another)
     except OSError:
         return None
     for path in paths:
