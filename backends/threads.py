@@ -37,7 +37,7 @@ _OPENBLAS_CALLS = tuple((f"{prefix}_set_num_threads{suffix}", f"{prefix}_get_num
                         for prefix in ("scipy_openblas", "openblas") for suffix in ("64_", ""))
 
 _asked: Optional[int] = None  # None: "auto"
-_fromEnvironment = True  # the environment variable has not been read yet (or setNumThreads was not called)
+_fromEnvironment = True  # until PUZZLE_RMS_THREADS is read, or setNumThreads overrides it
 
 
 def setNumThreads(threads: Union[int, str]) -> None:
