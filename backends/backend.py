@@ -206,9 +206,9 @@ class Backend:
 
         An element is non-finite exactly when all its exponent bits are set (``bits & expMask == expMask``):
         an integer test that nothing overflows, whatever the values (a float64 sum of squares overflows to
-        inf from ``|g| ~ 1e154``). This default finds the offending elements window by window (any ``xp``,
-        temporaries of ``nonFiniteChunk`` elements) and maps them to their blocks on the host; a backend may
-        fuse the test into one kernel.
+        inf from ``|g| ~ 1e154``). This default counts the offending elements window by window (any ``xp``,
+        temporaries of ``nonFiniteChunk`` elements, one transfer of the counts) and maps the few it finds to
+        their blocks on the host; a backend may fuse the test into one kernel.
         """
         bad = np.zeros(layout.numSegments, dtype=bool)
         blocks = layout.hostBlocks
@@ -221,13 +221,15 @@ class Backend:
         starts, stops, segments = starts[order], stops[order], blocks[order, 2]
         newRun = np.concatenate(([True], starts[1:] != stops[:-1]))
         runStops = stops[np.concatenate((newRun[1:], [True]))]
-        for first, last in zip(starts[newRun].tolist(), runStops.tolist()):  # runs of back-to-back blocks
-            for base in range(first, last, self.nonFiniteChunk):
-                window = bits[base:min(base + self.nonFiniteChunk, last)]
-                flags = self.xp.bitwise_and(window, mask) == mask
-                if int(self.xp.count_nonzero(flags)):  # rare: only then are the positions fetched
-                    hits = self.to_host(self.xp.flatnonzero(flags))
-                    bad[segments[np.searchsorted(starts, hits + base, side="right") - 1]] = True
+        windows = [(base, min(base + self.nonFiniteChunk, last))  # over the runs of back-to-back blocks
+                   for first, last in zip(starts[newRun].tolist(), runStops.tolist())
+                   for base in range(first, last, self.nonFiniteChunk)]
+        xp = self.xp
+        counts = [xp.count_nonzero(xp.bitwise_and(bits[a:b], mask) == mask) for a, b in windows]
+        for (a, b), count in zip(windows, xp.stack(counts).tolist()):  # one transfer of the counts
+            if count:  # rare: only then are the positions computed
+                hits = np.asarray(xp.flatnonzero(xp.bitwise_and(bits[a:b], mask) == mask).tolist()) + a
+                bad[segments[np.searchsorted(starts, hits, side="right") - 1]] = True
         return bad
 
     def copy_cast(self, dst: Any, src: Any) -> None:

@@ -163,6 +163,7 @@ class CupyBackend(Backend):
 
     name = "cupy"
     blockElems = 1 << 12
+    nonFiniteChunk = 1 << 26  # the default finiteness check's windows: few launches, device temporaries are cheap
 
     def __init__(self) -> None:
         import cupy
