@@ -142,6 +142,27 @@ class Backend:
     def full(self, shape: Any, value: float, dtype: Any = np.float32) -> Any:
         return self.xp.full(shape, value, dtype=dtype)
 
+    pageBytes = 4096
+    streamStagger = 448  # bytes between the page offsets of successive stream buffers: 7 cache lines, 9 per page
+
+    def stream_buffer(self, size: int, dtype: Any, value: float, index: int) -> Any:
+        """``full(size, value, dtype)`` for the ``index``-th buffer that one kernel streams through.
+
+        On the host its first element sits ``index * streamStagger`` bytes (mod a page) past a page boundary.
+        Large NumPy arrays all start at the same offset within a page, so the kernels' loads and stores hit
+        addresses equal in their low 12 bits, which the CPU must treat as possibly dependent (4K aliasing):
+        the centered-momentum step over 200,000 parameters took 129 us with five such buffers and 75 us with
+        staggered ones. Device memory has no such effect: there it is plain :meth:`full`.
+        """
+        if self.xp is not np:
+            return self.full(size, value, dtype)
+        dtype = np.dtype(dtype)
+        raw = np.empty(size * dtype.itemsize + 2 * self.pageBytes, np.uint8)
+        start = (-raw.ctypes.data) % self.pageBytes + (index * self.streamStagger) % self.pageBytes
+        out = raw[start:start + size * dtype.itemsize].view(dtype)
+        out.fill(value)
+        return out
+
     def synchronize(self) -> None:
         """Wait for queued device work (a no-op on the CPU)."""
 

@@ -195,3 +195,17 @@ def test_clipping_runs_per_segment_and_a_nan_is_named_after_a_coalesced_check(ba
     with pytest.raises(FloatingPointError, match="variable 'p2'"):
         optimizer.update()
     assert all(np.array_equal(host(var.data), b) for var, b in zip(variables, before))
+
+
+def test_the_buffers_a_kernel_streams_through_start_at_distinct_page_offsets(backend_name):
+    """Weights, gradients and each state buffer of a bucket start at different offsets within a page (no 4K
+    aliasing between the kernel's streams), hold their initial values and stay contiguous."""
+    variables = [Variable(np.full(50_000, 0.5, np.float32), name=f"p{i}") for i in range(3)]
+    optimizer = RMSProp(centered=True, momentum=0.9, initialMeanSquare=1.0)
+    optimizer.setupOn(variables, useGlobalState=True)
+    bucket = optimizer.buckets[0]
+    buffers = [bucket.weights(), bucket.grads()] + [bucket.state[name] for name in ("ms", "mg", "mom")]
+    assert all(b.flags.c_contiguous and b.size == 150_000 and b.dtype == np.float32 for b in buffers)
+    offsets = [b.ctypes.data % 4096 for b in buffers]
+    assert len(set(offsets)) == 5 and all(offset % 64 == 0 for offset in offsets)
+    assert (bucket.weights() == 0.5).all() and (bucket.state["ms"] == 1.0).all() and not bucket.state["mom"].any()

@@ -86,14 +86,16 @@ class Bucket:
         self.segMult = np.array([float(v.learnRate) for v in variables])
         self._multVersion = learn_rate_version()
         self.segDecay = np.asarray(decays, dtype=np.float64)
+        # each buffer a kernel streams through starts at its own offset within a page (stream_buffer)
         if flat:
-            self.w = backend.zeros(self.size, self.dtype)
-            self.g = backend.zeros(self.size, self.dtype)
+            self.w = backend.stream_buffer(self.size, self.dtype, 0.0, 0)
+            self.g = backend.stream_buffer(self.size, self.dtype, 0.0, 1)
             for var, offset, size in zip(variables, self.offsets.tolist(), self.sizes.tolist()):
                 var.pin(self.w[offset:offset + size].reshape(var.shape), self.g[offset:offset + size].reshape(var.shape))
-        self.state = {name: backend.full(self.size, value, self.stateDtype) for name, value in stateInit.items()}
+        self.state = {name: backend.stream_buffer(self.size, self.stateDtype, value, 2 + i)
+                      for i, (name, value) in enumerate(stateInit.items())}
         if masterWeights and self.dtype == np.float16:
-            self.state["master"] = backend.empty(self.size, np.float32)
+            self.state["master"] = backend.stream_buffer(self.size, np.float32, 0.0, 2 + len(stateInit))
             backend.copy_cast(self.state["master"], self.weights())
         self._segKey: Any = None
         self._segParams: Any = None
