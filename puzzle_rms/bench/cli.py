@@ -13,6 +13,7 @@ from puzzle_rms.bench.goals import format_goals, goal_checks
 from puzzle_rms.bench.report import format_case, format_header, load_average, machine_info, write_json
 from puzzle_rms.bench.runner import run_case
 from puzzle_rms.bench.startup import format_startup, numba_startup
+from puzzle_rms.bench.train import format_train_case, train_case, train_shapes
 from puzzle_rms.gpu_check import main as gpu_check
 
 
@@ -55,14 +56,18 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backends", type=_csv(_choices(("numpy", "numba", "cupy"), "backend")),
                         help="comma-separated backends to time (default: every usable one)")
-    parser.add_argument("--cases", type=_csv(_choices(FAMILIES, "case family")), default=list(FAMILIES),
-                        help="case families: single, multi, fp16, sparse (default: all)")
+    parser.add_argument("--cases", type=_csv(_choices(FAMILIES + ("train",), "case family")),
+                        default=list(FAMILIES) + ["train"],
+                        help="case families: single, multi, fp16, sparse, train (default: all)")
     parser.add_argument("--variants", type=_csv(_choices(VARIANTS, "variant")), default=list(VARIANTS),
                         help="plain, centered-momentum (default: both)")
     parser.add_argument("--sizes", type=_csv(parse_size),
                         help="parameters of the single-tensor cases (default 1M,16M,64M)")
     parser.add_argument("--tensors", type=_csv(parse_shape),
                         help="COUNTxSIZE multi-tensor cases (default 200x1000,2000x100)")
+    parser.add_argument("--widths", type=_csv(parse_size),
+                        help="hidden widths W of the train case's MLP 256-W-W-1 (default 64,512,2048)")
+    parser.add_argument("--batches", type=_csv(parse_size), help="batch sizes of the train case (default 64,256)")
     parser.add_argument("--repeat", type=int, help="timed rounds per row (default 11; tiny 3)")
     parser.add_argument("--warmup", type=int, help="untimed calls per row first (default 2; tiny 1)")
     parser.add_argument("--min-time", type=float,
@@ -81,6 +86,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     tiny = args.tiny
     args.sizes = args.sizes or list(TINY_SIZES if tiny else DEFAULT_SIZES)
     args.tensors = args.tensors or list(TINY_TENSORS if tiny else DEFAULT_TENSORS)
+    args.trainShapes = train_shapes(args.widths, args.batches, tiny)
     args.embedding = TINY_EMBEDDING if tiny else DEFAULT_EMBEDDING
     args.fp16Size = TINY_SIZES[0] if tiny else FP16_SIZE
     args.repeat = args.repeat if args.repeat is not None else (3 if tiny else 11)
@@ -136,13 +142,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         report["cases"].append(result.summary())
         del result
         gc.collect()
+    if "train" in args.cases:
+        for index, (width, batch) in enumerate(args.trainShapes, 1):
+            if not args.quiet:
+                print(f"[train {index}/{len(args.trainShapes)}] MLP width {width}, batch {batch}", file=sys.stderr,
+                      flush=True)
+            report["cases"].append(train_case(width, batch, names, torch, args.repeat, args.warmup, args.min_time,
+                                              args.seed, progress))
     report["machine"] = machine_info(torch)
     report["machine"]["loadavgBefore"] = loadBefore
     print(format_header(report["machine"]))
     if report["startup"] is not None:
         print(format_startup(report["startup"]))
     for summary in report["cases"]:
-        print(format_case(summary))
+        print(format_train_case(summary) if summary["family"] == "train" else format_case(summary))
     report["targets"] = goal_checks(report["cases"])  # JSON key kept: the file format is unchanged
     if report["targets"]:
         print(format_goals(report["targets"]))

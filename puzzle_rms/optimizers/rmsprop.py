@@ -440,4 +440,4 @@ class RMSProp(Optimizer):
         state = bucket.state
         weights = state["master"] if "master" in state else bucket.weights()
         self.backend.rmsprop_update(weights, bucket.grads(), state["ms"], state.get("mg"), state.get("mom"),
-                                    bucket.layout, segParams, self.hyper(gradScale, self.t + 1))
+                                    bucket.kernelLayout, segParams, self.hyper(gradScale, self.t + 1))
