@@ -146,7 +146,7 @@ def test_bare_module_overwrites_and_sequential_accumulates_like_puzzlelib(every_
         for _ in range(2):
             module(x)
             module.backward(g)
-        grads = {names[0]: var.grad for var, names in module.namedVariables().items()}  # PuzzleLib's names
+        grads = {names[0]: var.grad for var, names in module.getVarTable().items()}  # PuzzleLib's names
         for name, want in recorded[label].items():
             np.testing.assert_allclose(host(grads[name]), golden.array(want), rtol=1e-5, atol=1e-6)
 

@@ -33,4 +33,4 @@ def train(net: Any, cost: Any, optimizer: Any, data: Any, target: Any, steps: in
 
 def weights(module: Any) -> dict[str, np.ndarray]:
     """Every parameter as a host array under its first ``getVarTable`` name."""
-    return {names[0]: gpuarray.get(var.data).copy() for var, names in module.namedVariables().items()}
+    return {names[0]: gpuarray.get(var.data).copy() for var, names in module.getVarTable().items()}
