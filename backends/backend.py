@@ -237,6 +237,14 @@ class Backend:
         """
         raise NotImplementedError
 
+    def rmsprop_update_compressed(self, w: Any, g: Any, ms: Any, msScale: Optional[Any], mg: Optional[Any],
+                                  mom: Optional[Any], layout: Layout, segParams: Any, hyper: np.ndarray,
+                                  scaleStarts: Optional[Any], keys: np.ndarray) -> None:
+        """Fused in-place RMSProp step on compressed state, as :func:`.reference.rmsprop_update_compressed`
+        states it: ``ms`` uint16 (bfloat16) or uint8 (8-bit code with ``msScale`` and ``scaleStarts``), ``mg``
+        and ``mom`` uint16 or None; ``keys`` from :func:`.compressed_state.state_keys`."""
+        raise NotImplementedError
+
     def sgd_update(self, w: Any, g: Any, mom: Optional[Any], layout: Layout, segParams: Any,
                    hyper: np.ndarray) -> None:
         """In-place SGD step over ``layout`` (with a momentum buffer ``mom`` unless None), as

@@ -314,6 +314,7 @@ class CupyBackend(Backend):
         self._functions: dict[tuple, Any] = {}
         self._local = threading.local()  # the calling thread's buffers of per-block partial sums, per device
         self._waves: dict[int, int] = {}
+        self._stateFunctions: dict[str, Any] = {}  # compressed-state kernels by their defines
 
     # --- the device -----------------------------------------------------------------------------
     def current_device(self) -> int:
@@ -385,6 +386,14 @@ class CupyBackend(Backend):
                (w, g, ms, ms if mg is None else mg, ms if mom is None else mom, blocks.table,
                 np.int64(blocks.nblocks), np.int32(blocks.lanes), segParams) + scalars
                + (np.int32(mg is not None), np.int32(mom is not None)))
+
+    def rmsprop_update_compressed(self, w: Any, g: Any, ms: Any, msScale: Optional[Any], mg: Optional[Any],
+                                  mom: Optional[Any], layout: Layout, segParams: Any, hyper: np.ndarray,
+                                  scaleStarts: Optional[Any], keys: np.ndarray) -> None:
+        from . import cupy_state_kernels
+
+        cupy_state_kernels.launch(self.xp, self._stateFunctions, w, g, ms, msScale, mg, mom, layout, segParams,
+                                  hyper, scaleStarts, keys)
 
     def sgd_update(self, w: Any, g: Any, mom: Optional[Any], layout: Layout, segParams: Any,
                    hyper: np.ndarray) -> None:

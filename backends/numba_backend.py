@@ -62,12 +62,17 @@ class NumbaBackend(Backend):
 
     def _kernel(self, name: str, layout: Layout) -> Any:
         """Kernel ``name`` on the threads the policy gives ``layout``: its serial twin on one."""
+        return getattr(self.kernels, name + self._twin(layout))
+
+    def _twin(self, layout: Layout) -> str:
+        """``"_serial"`` when the threading policy gives ``layout`` one thread; else ``""``, with Numba's pool set
+        to the policy's count."""
         count = kernel_threads(layout.size)
         if count == 1:
-            return getattr(self.kernels, f"{name}_serial")
+            return "_serial"
         if self._numba.get_num_threads() != count:
             self._numba.set_num_threads(count)
-        return getattr(self.kernels, name)
+        return ""
 
     def _launch(self, name: str, layout: Layout, *args: Any) -> None:
         """Run kernel ``name`` over ``layout``. After the process's first kernel call, the objects alive then
@@ -102,6 +107,29 @@ class NumbaBackend(Backend):
         empty = ms[:0]
         self._launch("rmsprop", layout, wc, gc, ms, empty if mg is None else mg, empty if mom is None else mom,
                      layout.blocks, segParams, hyper.astype(ms.dtype), mg is not None, mom is not None)
+        if half:
+            np.copyto(w, wc, casting="unsafe")
+
+    def rmsprop_update_compressed(self, w: np.ndarray, g: np.ndarray, ms: np.ndarray, msScale: Optional[np.ndarray],
+                                  mg: Optional[np.ndarray], mom: Optional[np.ndarray], layout: Layout,
+                                  segParams: np.ndarray, hyper: np.ndarray, scaleStarts: Optional[np.ndarray],
+                                  keys: np.ndarray) -> None:
+        if layout.hostBlocks.shape[0] == 0:
+            return
+        from . import numba_state_kernels as state
+
+        half = w.dtype == np.float16
+        wc = self._f32("w", w) if half else w
+        gc = self._f32("g", g) if g.dtype == np.float16 else g
+        none16 = np.zeros(0, np.uint16)
+        serial = self._twin(layout)
+        tail = (mg is not None, mom is not None)
+        common = (none16 if mg is None else mg, none16 if mom is None else mom, layout.blocks, segParams,
+                  hyper.astype(np.float32))
+        if msScale is None:
+            getattr(state, "rmsprop_bf16" + serial)(wc, gc, ms, *common, keys, *tail)
+        else:
+            getattr(state, "rmsprop_q8" + serial)(wc, gc, ms, msScale, *common, scaleStarts, keys, *tail)
         if half:
             np.copyto(w, wc, casting="unsafe")
 

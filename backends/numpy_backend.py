@@ -22,6 +22,7 @@ from typing import Any, Iterator, Optional
 import numpy as np
 
 from .backend import HYPER_INDEX as H, Backend, Layout
+from .numpy_state_kernels import rmsprop_compressed
 
 CHUNK = 1 << 16
 SHORT_RUN = 1 << 10  # runs shorter than this are gathered together
@@ -162,6 +163,12 @@ class NumpyBackend(Backend):
                     mom[wSel] = vv
             if gathered or mixed:
                 w[wSel] = wc
+
+    def rmsprop_update_compressed(self, w: np.ndarray, g: np.ndarray, ms: np.ndarray, msScale: Optional[np.ndarray],
+                                  mg: Optional[np.ndarray], mom: Optional[np.ndarray], layout: Layout,
+                                  segParams: np.ndarray, hyper: np.ndarray, scaleStarts: Optional[np.ndarray],
+                                  keys: np.ndarray) -> None:
+        rmsprop_compressed(w, g, ms, msScale, mg, mom, layout.hostBlocks, segParams, hyper, scaleStarts, keys)
 
     def sgd_update(self, w: np.ndarray, g: np.ndarray, mom: Optional[np.ndarray], layout: Layout,
                    segParams: np.ndarray, hyper: np.ndarray) -> None:

@@ -69,7 +69,8 @@ META_KEY = "__meta__"
 # Hyperparameters added to the optimizers after format version 1 was first written, with the value every
 # optimizer had before they existed: a file without one of them compares as having that value.
 _ADDED_HYPERPARAMETERS = {"sparseDuplicates": "sum", "clipValueFirst": False, "gradientAccumulationSteps": 1,
-                          "emaMomentum": None, "emaOverwriteFrequency": None, "emaStart": "first-update"}
+                          "emaMomentum": None, "emaOverwriteFrequency": None, "emaStart": "first-update",
+                          "stateDtype": "float32", "stateSeed": 0}
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 HYPERPARAMETER_MODES = ("check", "keep")
 METADATA_LIMIT = 16 << 20  # bytes of JSON metadata a checkpoint may hold (about 80,000 entries)

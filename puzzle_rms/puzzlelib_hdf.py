@@ -144,6 +144,10 @@ def saveOptimizer(path: Any, optimizer: Any) -> None:
         if key[2] is not None and key[2] not in _BUFFERS:
             raise ValueError(f"saveOptimizer: {type(optimizer).__name__} keeps a {key[2]!r} buffer, which PuzzleLib's "
                              f"format has no place for; save to a path ending in .npz instead")
+        if key[2] is not None and np.dtype(arrays[key].dtype).kind != "f":
+            raise ValueError(f"saveOptimizer: state {key[2]!r} of {key[1]!r} is stored as {np.dtype(arrays[key].dtype)} "
+                             f"(compressed state, stateDtype={getattr(optimizer, 'stateDtype', None)!r}); PuzzleLib's "
+                             f"format holds floating-point state only; save to a path ending in .npz instead")
 
     def fill(hdf: Any) -> None:
         group = hdf.create_group(".attrs")

@@ -13,6 +13,7 @@ import atexit
 import ctypes
 import hashlib
 import importlib.util
+import re
 import shutil
 import subprocess
 import tempfile
@@ -25,9 +26,10 @@ import numpy as np
 from puzzle_rms.backends import cupy_backend
 
 SHIM = Path(__file__).with_name("cuda_host_shim.h")
-SYNCING = {"block_sumsq", "segment_sums"}  # kernels that call __syncthreads: their threads run as fibers
+SYNCING = {"block_sumsq", "segment_sums", "rmsprop_compressed"}  # kernels that call __syncthreads: run as fibers
 _SCALARS = {np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double,
-            np.dtype(np.int32): ctypes.c_int32, np.dtype(np.int64): ctypes.c_int64}
+            np.dtype(np.int32): ctypes.c_int32, np.dtype(np.int64): ctypes.c_int64,
+            np.dtype(np.uint32): ctypes.c_uint32}
 _BUILD = Path(tempfile.mkdtemp(prefix="puzzle_rms_cuda_host_"))
 atexit.register(shutil.rmtree, _BUILD, True)
 _LIBRARIES: dict[str, ctypes.CDLL] = {}
@@ -81,10 +83,11 @@ def host_compiler() -> Optional[str]:
 
 def _library(source: str) -> ctypes.CDLL:
     """``source`` after the shim, built into a shared library with a ``launch`` entry (cached per source)."""
+    kernels = re.findall(r'extern "C" __global__ void (\w+)\(', source)  # the backend's KERNELS, or others
     table = "\n".join(f'    if (!std::strcmp(name, "{k}")) return host_cuda::run(grid, block, fibers, '
-                      f'host_cuda::bind({k}, args));' for k in cupy_backend.KERNELS)
+                      f'host_cuda::bind({k}, args));' for k in kernels)
     signatures = "\n".join(f'    if (!std::strcmp(name, "{k}")) return host_cuda::signature({k}, kinds, sizes);'
-                           for k in cupy_backend.KERNELS)
+                           for k in kernels)
     code = (f'#include "{SHIM}"\n{source}\n'
             'extern "C" int launch(const char* name, unsigned grid, unsigned block, int fibers, void** args) {\n'
             f'{table}\n    return -1;\n}}\n'
@@ -124,7 +127,7 @@ class HostFunction:
                     raise ValueError(f"{self.name}: argument {i} is not C-contiguous")
                 values.append(ctypes.c_void_p(arg.ctypes.data))
             elif (isinstance(arg, np.generic) and arg.dtype in _SCALARS and arg.dtype.itemsize == size
-                  and arg.dtype.kind == kind):
+                  and {"u": "i"}.get(arg.dtype.kind, arg.dtype.kind) == kind):
                 values.append(_SCALARS[arg.dtype](arg.item()))
             else:
                 raise TypeError(f"{self.name}: argument {i} is {type(arg).__name__} "

@@ -117,3 +117,21 @@ inline void __syncthreads() {
     host_cuda::status[host_cuda::current] = 1;
     swapcontext(&host_cuda::fibers[host_cuda::current], &host_cuda::scheduler);
 }
+
+// Block-wide OR of a predicate (three barriers: everyone has added, everyone has read, the sum is reset).
+inline int __syncthreads_or(int predicate) {
+    static int any;
+    if (predicate) any = 1;
+    __syncthreads();
+    const int result = any;
+    __syncthreads();
+    if (threadIdx.x == 0) any = 0;
+    __syncthreads();
+    return result;
+}
+
+inline float __uint_as_float(unsigned int x) { float f; std::memcpy(&f, &x, 4); return f; }
+inline float __int_as_float(int x) { float f; std::memcpy(&f, &x, 4); return f; }
+inline unsigned int __float_as_uint(float x) { unsigned int u; std::memcpy(&u, &x, 4); return u; }
+using std::isfinite;
+using std::isinf;

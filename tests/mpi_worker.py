@@ -164,6 +164,9 @@ def main(backendName: str, transport: str, inputsPath: str, outDir: str) -> None
         "raise": raise_on_any_rank(inputs, node),
         "collectives": collectives(inputs, node),
         "mismatch": backend_mismatch(node, backendName),
+        "bfloat16": train(inputs, node, stateDtype="bfloat16"),
+        "int8": train(inputs, node, stateDtype="int8"),
+        "int8-resume": train(inputs, node, resumeFrom=f"{outDir}/checkpoint-int8.npz", stateDtype="int8"),
     }
     for scenario, values in scenarios.items():
         out.update({f"{scenario}/{key}": value for key, value in values.items()})

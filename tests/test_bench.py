@@ -135,6 +135,23 @@ def test_main_writes_every_case_to_json(tmp_path):
             assert s["ratio"] == pytest.approx(base["medianMs"] / row["medianMs"])
 
 
+def test_state_case_times_every_state_dtype_and_runs_the_quality_check(tmp_path):
+    path = tmp_path / "bench.json"
+    status = cli.main(["--tiny", "--cases", "state", "--no-torch", "--quiet", "--repeat", "2",
+                       "--backends", ",".join(CPU_BACKENDS), "--json", str(path)])
+    assert status == 0
+    report = json.loads(path.read_text())
+    assert report["cases"] == []
+    timing, quality = report["state"]["timing"], report["state"]["quality"]
+    assert [(r["backend"], r["stateDtype"]) for r in timing] == [(b, d) for b in CPU_BACKENDS
+                                                                 for d in ("float32", "bfloat16", "int8")]
+    for r in timing:
+        base = next(x for x in timing if x["backend"] == r["backend"] and x["stateDtype"] == "float32")
+        assert r["speedup"] == pytest.approx(base["medianMs"] / r["medianMs"]) and r["size"] == 4096
+    assert [q["stateDtype"] for q in quality] == ["float32", "bfloat16", "int8"]
+    assert all(q["loss"] > 0 and abs(q["relative"]) < 0.05 for q in quality)
+
+
 def _probe(case: dict) -> dict:
     return next(row for row in case["rows"] if row["kind"] == "probe")
 

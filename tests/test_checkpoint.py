@@ -443,6 +443,7 @@ CHANGED_ARGUMENTS = {
     "clipWeights": 1.0, "maximize": True, "masterWeights": True, "lossScale": 8.0, "clipNorm": 1.0,
     "globalClipNorm": 1.0, "sparseUpdate": "lazy", "sparseDuplicates": "clip-per-occurrence", "clipValueFirst": True,
     "gradientAccumulationSteps": 2, "emaMomentum": 0.9, "emaOverwriteFrequency": 3, "emaStart": "initial-weights",
+    "stateDtype": "bfloat16", "stateSeed": 1,
 }
 
 

@@ -200,6 +200,21 @@ def test_a_checkpoint_written_by_rank_0_resumes_every_rank_exactly(ranks: list[d
 
 
 @needs_mpi
+def test_compressed_state_is_the_same_on_every_rank_and_resumes_exactly(ranks: list[dict], inputs: dict) -> None:
+    """The stochastic rounding hashes (seed, step, index): no rank draws different bits. Against one process on
+    the whole batches: a rounding decision may flip where the averaged gradient differs in its last bit, one
+    code step of one state element, a bfloat16 step (2**-8 relatively) of one update of size ~lr."""
+    r0, r1 = ranks
+    for stateDtype in ("bfloat16", "int8"):
+        np.testing.assert_array_equal(r0[f"{stateDtype}/history"], r1[f"{stateDtype}/history"])
+        single = train(inputs, None, stateDtype=stateDtype)["history"]
+        np.testing.assert_allclose(r0[f"{stateDtype}/history"], single, rtol=1e-4, atol=1e-4)
+        assert np.abs(r0[f"{stateDtype}/history"] - r0["plain/history"]).max() < 1e-2  # and near float32 state
+    for rank in ranks:
+        np.testing.assert_array_equal(rank["int8-resume/history"], r0["int8/history"])
+
+
+@needs_mpi
 def test_global_norm_clipping_uses_the_norm_of_the_averaged_gradient(ranks: list[dict], inputs: dict) -> None:
     expected, norms = reference(inputs, list(range(STEPS)), clipNorm=CLIP)
     assert min(norms) > 2 * CLIP  # clipping is active at every step

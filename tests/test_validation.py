@@ -120,6 +120,8 @@ CASES = [
     Case("rms-emaOverwriteFrequency", rms(emaMomentum=0.9, emaOverwriteFrequency=2.5), TypeError,
          "emaOverwriteFrequency", 2.5),
     Case("rms-emaStart", rms(emaStart="never"), ValueError, "emaStart", "never"),
+    Case("rms-stateDtype", rms(stateDtype="float8"), ValueError, "stateDtype", "float8"),
+    Case("rms-stateSeed", rms(stateSeed=1.5), TypeError, "stateSeed", 1.5),
     Case("rms-nodeinfo", rms(nodeinfo=NotANode()), TypeError, "nodeinfo", shows="NotANode"),
     Case("rms-like-name", lambda: RMSProp.like("caffe"), ValueError, "name", "caffe"),
     Case("rms-like-value", lambda: RMSProp.like("torch", alpha=2.0), ValueError, "alpha", 2.0),

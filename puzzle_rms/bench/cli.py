@@ -9,12 +9,15 @@ from typing import Any, Callable, Optional, Sequence
 from puzzle_rms import backends, bench
 from puzzle_rms.bench.cases import (DEFAULT_EMBEDDING, DEFAULT_SIZES, DEFAULT_TENSORS, FAMILIES, FP16_SIZE,
                                     TINY_EMBEDDING, TINY_SIZES, TINY_TENSORS, VARIANTS, build_cases)
-from puzzle_rms.bench.goals import format_goals, goal_checks
+from puzzle_rms.bench.goals import format_goals, goal_checks, state_goal_checks
 from puzzle_rms.bench.report import format_case, format_header, load_average, machine_info, write_json
 from puzzle_rms.bench.runner import run_case
 from puzzle_rms.bench.startup import format_startup, numba_startup
 from puzzle_rms.bench.train import format_train_case, train_case, train_shapes
 from puzzle_rms.gpu_check import main as gpu_check
+from puzzle_rms.bench.state_case import STATE_SIZES, TINY_STATE_SIZES, format_state, run_state
+
+CASE_CHOICES = FAMILIES + ("state",)
 
 
 def parse_size(text: str) -> int:
@@ -56,9 +59,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backends", type=_csv(_choices(("numpy", "numba", "cupy"), "backend")),
                         help="comma-separated backends to time (default: every usable one)")
-    parser.add_argument("--cases", type=_csv(_choices(FAMILIES + ("train",), "case family")),
-                        default=list(FAMILIES) + ["train"],
-                        help="case families: single, multi, fp16, sparse, train (default: all)")
+    parser.add_argument("--cases", type=_csv(_choices(CASE_CHOICES + ("train",), "case family")),
+                        default=list(CASE_CHOICES) + ["train"],
+                        help="case families: single, multi, fp16, sparse, state (float32 vs bfloat16 vs 8-bit "
+                             "optimizer state, and a quality run), train (default: all)")
+    parser.add_argument("--state-sizes", type=_csv(parse_size),
+                        help="parameters of the state case (default 16M,64M)")
     parser.add_argument("--variants", type=_csv(_choices(VARIANTS, "variant")), default=list(VARIANTS),
                         help="plain, centered-momentum (default: both)")
     parser.add_argument("--sizes", type=_csv(parse_size),
@@ -85,6 +91,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     tiny = args.tiny
     args.sizes = args.sizes or list(TINY_SIZES if tiny else DEFAULT_SIZES)
+    args.state_sizes = args.state_sizes or list(TINY_STATE_SIZES if tiny else STATE_SIZES)
     args.tensors = args.tensors or list(TINY_TENSORS if tiny else DEFAULT_TENSORS)
     args.trainShapes = train_shapes(args.widths, args.batches, tiny)
     args.embedding = TINY_EMBEDDING if tiny else DEFAULT_EMBEDDING
@@ -149,6 +156,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       flush=True)
             report["cases"].append(train_case(width, batch, names, torch, args.repeat, args.warmup, args.min_time,
                                               args.seed, progress))
+    if "state" in args.cases:
+        if not args.quiet:
+            print("[state] float32 vs bfloat16 vs 8-bit optimizer state", file=sys.stderr, flush=True)
+        report["state"] = run_state(args.state_sizes, names, args.repeat, args.warmup, args.min_time, args.seed,
+                                    args.tiny, progress)
     report["machine"] = machine_info(torch)
     report["machine"]["loadavgBefore"] = loadBefore
     print(format_header(report["machine"]))
@@ -156,7 +168,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(format_startup(report["startup"]))
     for summary in report["cases"]:
         print(format_train_case(summary) if summary["family"] == "train" else format_case(summary))
-    report["targets"] = goal_checks(report["cases"])  # JSON key kept: the file format is unchanged
+    if report.get("state") is not None:
+        print(format_state(report["state"]))
+    report["targets"] = goal_checks(report["cases"]) + state_goal_checks(report.get("state"))  # JSON key kept
     if report["targets"]:
         print(format_goals(report["targets"]))
     if args.json:

@@ -25,6 +25,27 @@ GOALS = (
     for width in (64, 512, 2048) for batch in (64, 256))
 
 
+# (device, size, backend, stateDtype, threshold): the float32-state step time / this stateDtype's, same run
+STATE_GOALS = (
+    ("cpu", 64 << 20, "numba", "bfloat16", 1.2),
+    ("cpu", 64 << 20, "numba", "int8", 1.3),
+    ("gpu", 64 << 20, "cupy", "bfloat16", 1.2),
+    ("gpu", 64 << 20, "cupy", "int8", 1.3),
+)
+
+
+def state_goal_checks(state: Any) -> list[dict[str, Any]]:
+    """Each state goal against the ``state`` case's timing rows that ran (none when the case did not run)."""
+    checks = []
+    for device, size, backend, stateDtype, threshold in STATE_GOALS:
+        for r in (state or {}).get("timing", []):
+            if (r["device"], r["size"], r["backend"], r["stateDtype"]) == (device, size, backend, stateDtype):
+                checks.append({"case": f"state-{size >> 20}M", "variant": "plain", "backend": backend,
+                               "row": f"stateDtype={stateDtype}", "what": "float32", "threshold": threshold,
+                               "value": r["speedup"], "met": r["speedup"] >= threshold})
+    return checks
+
+
 def goal_checks(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each goal against the global-state update rows (nonFinite ignore and raise) of the cases that ran."""
     checks = []
@@ -49,8 +70,8 @@ def format_goals(checks: list[dict[str, Any]]) -> str:
     lines = ["== benchmark goals =="]
     for c in checks:
         what = {"ofProbe": "of the same-run probe", "ofCopy": "of the same-run device copy",
-                "flat": "flat-tensor time / this time (within 1.2x means >= 0.83)"}.get(c["what"],
-                                                                                      f"x faster than {c['what']}")
+                "flat": "flat-tensor time / this time (within 1.2x means >= 0.83)",
+                "float32": "x faster than float32 state"}.get(c["what"], f"x faster than {c['what']}")
         lines.append(f"  {'met   ' if c['met'] else 'MISSED'} {c['case']} {c['variant']} {c['backend']} {c['row']}: "
                      f"{c['value']:.2f} (goal >= {c['threshold']:.2f}) {what}")
     return "\n".join(lines)

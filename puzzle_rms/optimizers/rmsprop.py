@@ -3,13 +3,18 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Union
+
+import numpy as np
 
 from puzzle_rms.backends.backend import hyper_vector
-from puzzle_rms.optimizers.buckets import Bucket
+from puzzle_rms.backends.compressed_state import STATE_DTYPE_ALIASES, STATE_DTYPES, state_keys
+from puzzle_rms.optimizers.buckets import Bucket, RowsView
+from puzzle_rms.optimizers.compressed import CompressedState
 from puzzle_rms.optimizers.loss_scale import DynamicLossScale
 from puzzle_rms.optimizers.optimizer import Optimizer, fixed_after_setup
 from puzzle_rms.optimizers.presets import PRESETS, REQUIRED, preset_arguments
+from puzzle_rms.sparse import RowSparseVariable
 from puzzle_rms.validation import (DECAY_REASON, EPSILON_REASON, FLOAT32_TINY, Checked, check_bool, check_choice,
                                    check_float32_range, check_int, check_no_unknown_keywords, check_optional_positive,
                                    check_range)
@@ -138,6 +143,18 @@ def _framework_hint(keyword: str) -> Optional[str]:
             f"takes that framework's argument names and defaults")
 
 
+def _state_dtype(obj: Any, owner: str, name: str, value: Any) -> str:
+    """stateDtype: "float32", "bfloat16" or "int8" (aliases allowed); it decides the state buffers."""
+    value = check_choice(owner, name, STATE_DTYPE_ALIASES.get(value, value) if isinstance(value, str) else value,
+                         STATE_DTYPES)
+    fixed_after_setup(obj, owner, name, value != _current(obj, name, value))
+    return value
+
+
+def _state_seed(obj: Any, owner: str, name: str, value: Any) -> int:
+    return check_int(owner, name, value, 0)
+
+
 class RMSProp(Optimizer):
     r"""RMSProp (Tieleman & Hinton 2012) with the options of every major framework.
 
@@ -234,7 +251,7 @@ class RMSProp(Optimizer):
         "factor", "epsilon", "epsInSqrt", "momentum", "lrInMomentum", "nesterov", "centered", "initialMeanSquare",
         "biasCorrection", "weightDecay", "decoupledWeightDecay", "decayFilter", "wdBeforeClip", "clipValue",
         "clipWeights", "maximize", "useMasterWeights", "clipValueFirst", "gradientAccumulationSteps", "emaMomentum",
-        "emaOverwriteFrequency", "emaStart",
+        "emaOverwriteFrequency", "emaStart", "stateDtype", "stateSeed",
     )
 
     # validated on every assignment with the constructor's messages (``opt.factor = 1.5`` raises, as PuzzleLib
@@ -262,6 +279,8 @@ class RMSProp(Optimizer):
     emaMomentum = Checked(_ema_momentum)
     emaOverwriteFrequency = Checked(_optional_int)
     emaStart = Checked(_ema_start)
+    stateDtype = Checked(_state_dtype)
+    stateSeed = Checked(_state_seed)
 
     def __init__(self, learnRate: Any = 1e-3, factor: float = 0.9, epsilon: float = 1e-5, nodeinfo: Any = None,
                  *, epsInSqrt: bool = False, momentum: float = 0.0, lrInMomentum: bool = True,
@@ -274,7 +293,8 @@ class RMSProp(Optimizer):
                  nonFinite: str = "raise", sparseUpdate: str = "dense", sparseDuplicates: str = "sum",
                  clipValueFirst: bool = False, gradientAccumulationSteps: int = 1,
                  emaMomentum: Optional[float] = None, emaOverwriteFrequency: Optional[int] = None,
-                 emaStart: str = "first-update", **unknown: Any) -> None:
+                 emaStart: str = "first-update", stateDtype: str = "float32", stateSeed: int = 0,
+                 **unknown: Any) -> None:
         check_no_unknown_keywords("RMSProp", unknown, [name for name in inspect.signature(RMSProp).parameters
                                                        if name != "unknown"], _framework_hint)
         super().__init__(learnRate, nodeinfo, lossScale, clipNorm, globalClipNorm, nonFinite, sparseUpdate,
@@ -304,6 +324,9 @@ class RMSProp(Optimizer):
         self.emaOverwriteFrequency = emaOverwriteFrequency
         self.emaStart = emaStart
         self._pending = 0  # update() calls accumulated since the last update (not checkpointed: save after an update)
+        self.stateDtype = stateDtype
+        self.stateSeed = stateSeed
+        self._compressed: dict[int, CompressedState] = {}
 
     @classmethod
     def like(cls, name: str, /, **kwargs: Any) -> "RMSProp":
@@ -313,7 +336,8 @@ class RMSProp(Optimizer):
         Names: the keys of :data:`~puzzle_rms.optimizers.presets.PRESETS` (puzzlelib, puzzlelib-graves, torch,
         keras3, keras2, keras2-legacy, tf1, mindspore, mxnet, mxnet2, paddle, optax) and the aliases in
         :data:`~puzzle_rms.optimizers.presets.ALIASES` ("keras" is keras3); see
-        :mod:`puzzle_rms.optimizers.presets` for what each one reproduces and which arguments it ignores.
+        :mod:`puzzle_rms.optimizers.presets` for what each one reproduces and which arguments it ignores. ``stateDtype`` and ``stateSeed``
+        (this toolkit's own, no framework's) pass through to :class:`RMSProp` with every preset.
 
         Raises
         ------
@@ -323,7 +347,8 @@ class RMSProp(Optimizer):
             An argument that framework does not have, or a required one missing; the message lists the
             preset's accepted arguments.
         """
-        return cls(**preset_arguments(name, kwargs))
+        own = {key: kwargs.pop(key) for key in ("stateDtype", "stateSeed") if key in kwargs}
+        return cls(**preset_arguments(name, kwargs), **own)
 
     def stateInit(self) -> dict[str, float]:
         state = {"ms": self.initialMeanSquare}
@@ -436,8 +461,75 @@ class RMSProp(Optimizer):
             bcMs=bias, bcMg=bias,
         )
 
-    def step(self, bucket: Bucket, segParams: Any, gradScale: float) -> None:
+    def step(self, bucket: Union[Bucket, RowsView], segParams: Any, gradScale: float) -> None:
         state = bucket.state
         weights = state["master"] if "master" in state else bucket.weights()
-        self.backend.rmsprop_update(weights, bucket.grads(), state["ms"], state.get("mg"), state.get("mom"),
-                                    bucket.kernelLayout, segParams, self.hyper(gradScale, self.t + 1))
+        hyper = self.hyper(gradScale, self.t + 1)
+        if self.stateDtype == "float32":
+            self.backend.rmsprop_update(weights, bucket.grads(), state["ms"], state.get("mg"), state.get("mom"),
+                                        bucket.kernelLayout, segParams, hyper)
+            return
+        # compressed state keeps its per-segment blocks and scales: the per-segment layout and table, not the
+        # coalesced runs of kernelLayout
+        rows = isinstance(bucket, RowsView)
+        owner = bucket.bucket if rows else bucket
+        self._compressed[id(owner)].update(weights, bucket.grads(), state, bucket.layout,
+                                           segParams if rows else bucket.segmentParams, hyper,
+                                           state_keys(self.stateSeed, self.t + 1), self.backend)
+
+    # --- compressed state -----------------------------------------------------------------------
+    def setupOn(self, target: Any, useGlobalState: bool = False) -> None:
+        if self.stateDtype != "float32":
+            owner = f"RMSProp(stateDtype={self.stateDtype!r}).setupOn"
+            if self.sparseDuplicates == "square-per-occurrence":
+                raise ValueError(f"{owner}: sparseDuplicates='square-per-occurrence' adds to the mean square outside "
+                                 f"the kernel, which compressed state does not support; use stateDtype='float32'")
+            for group in self._parse_groups(target):
+                for name, var in zip(group.names, group.variables):
+                    if np.dtype(var.dtype) not in (np.float16, np.float32):
+                        raise TypeError(f"{owner}: variable {name!r} is {np.dtype(var.dtype)}; compressed state "
+                                        f"needs float16 or float32 parameters (or stateDtype='float32')")
+                    if self.stateDtype == "int8" and self.sparseUpdate == "lazy" and isinstance(var, RowSparseVariable):
+                        raise ValueError(f"{owner}: variable {name!r} has row-sparse gradients, and the 8-bit "
+                                         f"state cannot recode part of a 256-element block; use "
+                                         f"sparseUpdate='dense' or stateDtype='bfloat16'")
+        super().setupOn(target, useGlobalState)
+
+    def _make_buckets(self, backend: Any, groups: Any, flat: bool) -> list[Bucket]:
+        buckets = super()._make_buckets(backend, groups, flat)
+        self._compressed = {} if self.stateDtype == "float32" else {
+            id(bucket): CompressedState(bucket, self.stateDtype, self.stateInit()) for bucket in buckets}
+        return buckets
+
+    def stateOf(self, name: str) -> dict[str, Any]:
+        views = super().stateOf(name)
+        if self.stateDtype == "int8":
+            bucket = next(b for b in self.buckets if name in b.names)
+            views["msScale"] = self._compressed[id(bucket)].scaleView(bucket.names.index(name))
+        return views
+
+    def stateArrays(self) -> dict[str, dict[str, Any]]:
+        """:meth:`Optimizer.stateArrays`; with ``stateDtype="int8"`` each variable also has ``msScale``, its
+        float32 scales (one per 256 elements), and ``ms`` holds the uint8 codes (bfloat16: uint16 patterns)."""
+        arrays = super().stateArrays()
+        if self.stateDtype == "int8":
+            for bucket in self.buckets:
+                for index, name in enumerate(bucket.names):
+                    arrays[name]["msScale"] = self._compressed[id(bucket)].scaleView(index)
+        return arrays
+
+    def loadState(self, arrays: Any, t: int, skippedSteps: int, lossScaleState: Any = None) -> None:
+        """:meth:`Optimizer.loadState`. State is never converted between stateDtypes: arrays of another
+        stateDtype (told by the dtype of ``ms`` and the presence of ``msScale``) are refused, by name."""
+        owner = "RMSProp.loadState"
+        if isinstance(arrays, Mapping):
+            for name, given in arrays.items():
+                ms = given.get("ms") if isinstance(given, Mapping) else None
+                if isinstance(ms, np.ndarray):
+                    saved = ("int8" if ms.dtype == np.uint8 else "bfloat16" if ms.dtype == np.uint16 else "float32")
+                    if saved != self.stateDtype:
+                        raise ValueError(f"{owner}: the state of variable {name!r} is stateDtype={saved!r} "
+                                         f"(ms is {ms.dtype}), this optimizer keeps stateDtype={self.stateDtype!r}; "
+                                         f"state is not converted: create the optimizer with "
+                                         f"stateDtype={saved!r}. Nothing was loaded.")
+        super().loadState(arrays, t, skippedSteps, lossScaleState)
