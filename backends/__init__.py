@@ -8,6 +8,9 @@ for the current backend and never branches on which one it is.
 The backend is picked at first use from the environment variable
 ``PUZZLE_RMS_BACKEND`` (default ``auto``: cupy when a CUDA device is usable,
 else numba, else numpy), or explicitly with :func:`use`.
+
+How many threads the CPU work runs on is set by ``PUZZLE_RMS_THREADS`` (read when
+the first backend is created) or :func:`setNumThreads`; see :mod:`.threads`.
 """
 from __future__ import annotations
 
@@ -17,9 +20,10 @@ import os
 from typing import Optional
 
 from .backend import Backend, BackendUnavailableError, UnknownBackendError
+from .threads import getNumThreads, setNumThreads
 
 __all__ = ["Backend", "BackendUnavailableError", "ENV_VAR", "NAMES", "UnknownBackendError", "available", "current",
-           "describe", "use"]
+           "describe", "getNumThreads", "setNumThreads", "use"]
 
 ENV_VAR = "PUZZLE_RMS_BACKEND"
 
@@ -118,6 +122,7 @@ def _select(name: str, origin: str) -> Backend:
         reason = unavailable_reason(resolved)
         if reason is not None:
             raise BackendUnavailableError(f"backend {resolved!r} is not usable here: {reason}")
+        getNumThreads()  # applies PUZZLE_RMS_THREADS (to NumPy's BLAS too) before the first computation
         _instances[resolved] = _module(resolved).create()
     _current, _why = _instances[resolved], how + origin
     return _current

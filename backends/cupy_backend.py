@@ -305,6 +305,7 @@ class CupyBackend(Backend):
 
     name = "cupy"
     blockElems = 1 << 12  # the largest dense layout block
+    nonFiniteChunk = 1 << 26  # the default finiteness check's windows: few launches, device temporaries are cheap
 
     def __init__(self, cupy: Any = None) -> None:
         if cupy is None:

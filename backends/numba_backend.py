@@ -5,8 +5,9 @@ runs over slice views from index 0 (absolute indices defeat vectorization) in
 the state dtype (float32 scalars keep float32 math). ``error_model="numpy"`` is
 essential for SIMD. Kernels are cached on disk (``cache=True``), so only the
 first process on a machine pays the compile time, and says so on stderr
-(:mod:`puzzle_rms.backends.numba_compile_notice`). Layouts smaller than
-:data:`PARALLEL_MIN_ELEMENTS` run the serial twin of each kernel.
+(:mod:`puzzle_rms.backends.numba_compile_notice`). How many threads a kernel
+runs on is :mod:`puzzle_rms.backends.threads`'s policy; on one thread the
+serial twin of the kernel runs and Numba's thread pool is never started.
 
 Numba has no float16 arithmetic on the CPU: float16 parameters go through
 float32 scratch copies around the same kernel. Scratch buffers belong to the
@@ -14,17 +15,16 @@ calling thread, so optimizers may step concurrently from several threads.
 """
 from __future__ import annotations
 
+import gc as gc_module
 import importlib.util
 import threading
 from typing import Any, Optional
 
 import numpy as np
 
-from .backend import Backend, Layout
+from .backend import Backend, Layout, exponent_view
+from .threads import kernel_threads
 
-# Layouts of fewer elements run on the calling thread: a parallel launch costs ~2 us on an idle machine and
-# a scheduler time slice (~10 ms) when the other cores are busy, more than such a layout takes serially.
-PARALLEL_MIN_ELEMENTS = 1 << 15
 
 
 def probe() -> Optional[str]:
@@ -51,14 +51,38 @@ class NumbaBackend(Backend):
     name = "numba"
     xp = np
     blockElems = 1 << 14
+    _frozen = False  # gc.freeze ran after this process's first kernel call
 
     def __init__(self) -> None:
+        import numba
+
         self.kernels = _kernels()
+        self._numba = numba
         self._local = threading.local()  # scratch buffers of the calling thread
 
     def _kernel(self, name: str, layout: Layout) -> Any:
-        """Kernel ``name``: its parallel version for large layouts, its serial one for small ones."""
-        return getattr(self.kernels, name if layout.size >= PARALLEL_MIN_ELEMENTS else f"{name}_serial")
+        """Kernel ``name`` on the threads the policy gives ``layout``: its serial twin on one."""
+        return getattr(self.kernels, name + self._twin(layout))
+
+    def _twin(self, layout: Layout) -> str:
+        """``"_serial"`` when the threading policy gives ``layout`` one thread; else ``""``, with Numba's pool set
+        to the policy's count."""
+        count = kernel_threads(layout.size)
+        if count == 1:
+            return "_serial"
+        if self._numba.get_num_threads() != count:
+            self._numba.set_num_threads(count)
+        return ""
+
+    def _launch(self, name: str, layout: Layout, *args: Any) -> None:
+        """Run kernel ``name`` over ``layout``. After the process's first kernel call, the objects alive then
+        (Numba's import, its typing machinery, the loaded kernels) are moved out of the garbage collector's
+        reach (``gc.freeze``): full collections, and the one at exit, no longer walk them (the exit's alone
+        took ~0.25 s of a 1 s warm example run)."""
+        self._kernel(name, layout)(*args)
+        if not NumbaBackend._frozen:
+            NumbaBackend._frozen = True
+            gc_module.freeze()
 
     def _f32(self, key: str, array: np.ndarray) -> np.ndarray:
         """A float32 copy of ``array`` in a scratch buffer of the calling thread."""
@@ -81,9 +105,8 @@ class NumbaBackend(Backend):
         wc = self._f32("w", w) if half else w
         gc = self._f32("g", g) if g.dtype == np.float16 else g
         empty = ms[:0]
-        self._kernel("rmsprop", layout)(wc, gc, ms, empty if mg is None else mg, empty if mom is None else mom,
-                                        layout.blocks, segParams, hyper.astype(ms.dtype), mg is not None,
-                                        mom is not None)
+        self._launch("rmsprop", layout, wc, gc, ms, empty if mg is None else mg, empty if mom is None else mom,
+                     layout.blocks, segParams, hyper.astype(ms.dtype), mg is not None, mom is not None)
         if half:
             np.copyto(w, wc, casting="unsafe")
 
@@ -99,7 +122,7 @@ class NumbaBackend(Backend):
         wc = self._f32("w", w) if half else w
         gc = self._f32("g", g) if g.dtype == np.float16 else g
         none16 = np.zeros(0, np.uint16)
-        serial = "_serial" if layout.size < PARALLEL_MIN_ELEMENTS else ""
+        serial = self._twin(layout)
         tail = (mg is not None, mom is not None)
         common = (none16 if mg is None else mg, none16 if mom is None else mom, layout.blocks, segParams,
                   hyper.astype(np.float32))
@@ -117,8 +140,8 @@ class NumbaBackend(Backend):
         half = w.dtype == np.float16
         wc = self._f32("w", w) if half else w
         gc = self._f32("g", g) if g.dtype == np.float16 else g
-        self._kernel("sgd", layout)(wc, gc, wc[:0] if mom is None else mom, layout.blocks, segParams,
-                                    hyper.astype(wc.dtype), mom is not None)
+        self._launch("sgd", layout, wc, gc, wc[:0] if mom is None else mom, layout.blocks, segParams,
+                     hyper.astype(wc.dtype), mom is not None)
         if half:
             np.copyto(w, wc, casting="unsafe")
 
@@ -130,5 +153,16 @@ class NumbaBackend(Backend):
         if sums is None or sums.size < nblocks:
             sums = self._local.blockSums = np.empty(nblocks)
         partial = sums[:nblocks]
-        self._kernel("block_sumsq", layout)(g if g.dtype != np.float16 else self._f32("g", g), layout.blocks, partial)
+        self._launch("block_sumsq", layout, g if g.dtype != np.float16 else self._f32("g", g), layout.blocks, partial)
         return np.bincount(layout.hostBlocks[:, 2], weights=partial, minlength=layout.numSegments)
+
+    def segment_nonfinite(self, g: np.ndarray, layout: Layout) -> np.ndarray:
+        bad = np.zeros(layout.numSegments, dtype=bool)
+        blocks = layout.hostBlocks
+        if blocks.shape[0] == 0:
+            return bad
+        flags = np.empty(blocks.shape[0], dtype=bool)
+        bits, mask = exponent_view(g)
+        self._launch("block_nonfinite", layout, bits, layout.blocks, mask, flags)
+        bad[blocks[flags, 2]] = True
+        return bad

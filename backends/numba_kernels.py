@@ -198,3 +198,28 @@ def block_sumsq_serial(g, blocks, out):
     """:func:`block_sumsq` on the calling thread alone."""
     for b in range(blocks.shape[0]):
         out[b] = _block_sumsq(b, g, blocks)
+
+
+@njit(**_INLINE)
+def _block_nonfinite(b, bits, blocks, mask):
+    g0 = blocks[b, 3]
+    gg = bits[g0:g0 + blocks[b, 1] - blocks[b, 0]]
+    top = mask ^ mask
+    for i in range(gg.size):
+        top = max(top, gg[i] & mask)
+    return top == mask
+
+
+@njit(**_PARALLEL)
+def block_nonfinite(bits, blocks, mask, out):
+    """``out[b]``: whether block ``b`` of the gradient, viewed as unsigned integers ``bits``, has an element
+    with every exponent bit of ``mask`` set (a NaN or an infinity)."""
+    for b in prange(blocks.shape[0]):
+        out[b] = _block_nonfinite(b, bits, blocks, mask)
+
+
+@njit(**_SERIAL)
+def block_nonfinite_serial(bits, blocks, mask, out):
+    """:func:`block_nonfinite` on the calling thread alone."""
+    for b in range(blocks.shape[0]):
+        out[b] = _block_nonfinite(b, bits, blocks, mask)

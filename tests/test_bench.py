@@ -100,8 +100,16 @@ def test_main_writes_every_case_to_json(tmp_path):
     plain, centered = cases.VARIANTS
     assert names == [("4K", plain), ("4K", centered), ("8x64", plain), ("32x16", plain), ("8x64", centered),
                      ("32x16", centered), ("fp16-4K", plain), ("fp16-4K", centered), ("embedding", plain),
-                     ("embedding", centered)]
+                     ("embedding", centered), ("mlp16-b8", plain)]
     for case in report["cases"]:
+        if case["family"] == "train":
+            assert [(r["backend"], r["kind"], r["state"]) for r in case["rows"]] == [
+                (name, "train", "global") for name in CPU_BACKENDS]
+            assert case["params"] == 256 * 16 + 16 + 16 * 16 + 16 + 16 + 1 and case["speedups"] == []
+            for row in case["rows"]:
+                assert set(row["phasesMs"]) == {"forward", "backward", "update"}
+                assert 0 < sum(row["phasesMs"].values()) <= row["maxMs"] * 1.5  # the phases are parts of the step
+            continue
         if case["family"] == "fp16":
             assert case["rows"] == []
             assert case["notes"][0].startswith("skipped: float16 parameters are timed on the GPU")
@@ -214,3 +222,24 @@ def test_numba_start_up_runs_a_cold_and_a_warm_process():
         assert 0 < run["importSeconds"] < run["totalSeconds"]
         assert all(0 < seconds < run["totalSeconds"] for seconds in run["firstUpdateSeconds"].values())
     assert "cold (empty cache, compiles)" in startup.format_startup(measured)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed (pip install torch)")
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_train_case_steps_the_same_network_as_torch(backend):
+    """The train case's two steps train the same MLP: after five steps from the same weights on the same batches,
+    the losses and every weight agree with torch's (float32, different summation orders)."""
+    import torch
+
+    from puzzle_rms.bench import train
+
+    step, net, _ = train.puzzle_step(backend, 8, 6, seed=2)
+    torchStep, torchNet, _ = train.torch_step(torch, 8, 6, seed=2)
+    for _ in range(5):
+        np.testing.assert_allclose(step(), torchStep(), rtol=1e-5)
+    linears = [module for module in torchNet if isinstance(module, torch.nn.Linear)]
+    for i, linear in zip((0, 2, 4), linears):
+        np.testing.assert_allclose(backends.current().to_host(net[i].W), linear.weight.detach().numpy().T,
+                                   rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(backends.current().to_host(net[i].b), linear.bias.detach().numpy(),
+                                   rtol=1e-4, atol=1e-6)

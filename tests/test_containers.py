@@ -200,3 +200,57 @@ def test_graph_call_errors(backend_name):
     graph = Graph(inputs=inp, outputs=Activation(relu).node(inp))
     with pytest.raises(ValueError, match="got 2 input arrays for 1 input nodes"):
         graph([np.zeros((1, 2)), np.zeros((1, 2))])
+
+
+class _CountingLinear(Linear):
+    """A Linear that counts the input gradients it computes."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.inputGrads = 0
+
+    def updateGrad(self, grad):
+        self.inputGrads += 1
+        return super().updateGrad(grad)
+
+
+def _grads(module):
+    return {name: host(var.grad).copy() for name, var in module.namedVariables().items()}
+
+
+def _zero(module):
+    for var in module.namedVariables().values():
+        var.grad[...] = 0
+
+
+@pytest.mark.parametrize("build", ["sequential", "graph"])
+def test_updgrad_false_skips_the_data_inputs_gradient_and_keeps_the_parameter_gradients(backend_name, rng, build):
+    """PuzzleLib's updGrad=False: the modules fed by the data compute no dL/dx; every dL/dw is what updGrad=True
+    gives, bit for bit, and the container returns None."""
+    first = _CountingLinear(3, 4, rng=rng)
+    if build == "sequential":
+        net = Sequential()
+        net.extend([first, Activation(relu), _CountingLinear(4, 2, rng=rng)])
+    else:
+        inp = first.node()
+        act = Activation(relu).node(inp)
+        net = Graph(inputs=inp, outputs=_CountingLinear(4, 2, rng=rng).node(Add().node(act, inp)))
+    randomBiases(net, rng)
+    x = rng.standard_normal((5, 3)).astype(np.float32)
+    g = rng.standard_normal((5, 2)).astype(np.float32)
+    net(x)
+    assert net.backward(g) is not None and first.inputGrads == 1
+    want = _grads(net)
+    _zero(net)
+    assert net.backward(g, updGrad=False) is None
+    assert first.inputGrads == 1 and first.grad is None and net.grad is None
+    got = _grads(net)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+def test_updgrad_must_be_a_bool(backend_name, rng):
+    seq = mlp(rng)
+    seq(rng.standard_normal((2, 4)).astype(np.float32))
+    with pytest.raises(TypeError, match=r"updGrad must be True or False, got 0 \(int\)"):
+        seq.backward(np.zeros((2, 3), np.float32), updGrad=0)

@@ -96,8 +96,7 @@ def test_rmsprop_unknown_keyword_suggests_its_name_and_the_like_route(keyword, m
 
 def test_rmsprop_keyword_with_no_close_name_lists_them_all():
     with pytest.raises(TypeError, match=r"^RMSProp: unexpected keyword argument 'xyz'; it takes: learnRate, factor, "
-                                        r"epsilon, nodeinfo, epsInSqrt, .*, sparseUpdate, sparseDuplicates, .*, emaStart, "
-                                        r"stateDtype, stateSeed$"):
+                                        r"epsilon, nodeinfo, epsInSqrt, .*, sparseUpdate, sparseDuplicates, .*, emaStart, stateDtype, stateSeed$"):
         RMSProp(xyz=1)
 
 

@@ -133,3 +133,79 @@ def test_release_gives_private_copies(backend_name):
     np.testing.assert_array_equal(host(var.data), np.arange(4))
     flat[...] = -1
     np.testing.assert_array_equal(host(var.data), np.arange(4))
+
+
+def _tensors(count: int, size: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    gen = np.random.default_rng(seed)
+    return [(gen.standard_normal(size).astype(np.float32), gen.standard_normal(size).astype(np.float32))
+            for _ in range(count)]
+
+
+@pytest.mark.parametrize("multipliers", [None, [1.0] * 150 + [0.5] * 100 + [1.0] * 50])
+def test_adjacent_segments_with_equal_settings_run_as_one(backend_name, multipliers):
+    """300 tensors of 700: the kernel runs over runs of equal settings in blocks of blockElems, and every weight and
+    state buffer equals what one optimizer per tensor (local state, one segment each) computes, bit for bit."""
+    pairs = _tensors(300, 700, seed=3)
+    runs = []
+    for useGlobalState in (True, False):
+        variables = [Variable(w.copy(), name=f"p{i}") for i, (w, _) in enumerate(pairs)]
+        for var, mult in zip(variables, multipliers or [1.0] * len(variables)):
+            var.learnRate = mult
+        optimizer = RMSProp(learnRate=lambda t: 1e-2 / (1 + t), factor=0.9, momentum=0.5, centered=True)
+        optimizer.setupOn(variables, useGlobalState=useGlobalState)
+        layouts = []
+        for step in range(3):
+            optimizer.zeroGradParams()
+            for var, (_, g) in zip(variables, pairs):
+                var.grad[...] = backends.current().to_device((step + 1) * g)
+            assert optimizer.update()
+            layouts.append(optimizer.buckets[0].kernelLayout)
+        runs.append(([host(v.data) for v in variables], [optimizer.stateOf(f"p{i}") for i in range(len(pairs))],
+                     layouts))
+    (globalWeights, globalState, layouts), (localWeights, localState, _) = runs
+    blockElems = backends.current().blockElems
+    sizes = [700 * 300] if multipliers is None else [700 * 150, 700 * 100, 700 * 50]
+    assert layouts[0] is layouts[1] is layouts[2]  # a schedule moving lr keeps the runs
+    assert layouts[0].numSegments == len(sizes)
+    assert layouts[0].hostBlocks.shape[0] == sum(-(-n // blockElems) for n in sizes)
+    for i in range(len(pairs)):
+        np.testing.assert_array_equal(globalWeights[i], localWeights[i])
+        for name in ("ms", "mg", "mom"):
+            np.testing.assert_array_equal(host(globalState[i][name]), host(localState[i][name]))
+
+
+def test_clipping_runs_per_segment_and_a_nan_is_named_after_a_coalesced_check(backend_name):
+    """clipNorm needs each tensor's norm: the kernel layout stays per segment. The finiteness check runs over
+    the runs of segments first, and still names the variable that holds the NaN."""
+    pairs = _tensors(4, 50, seed=5)
+    variables = [Variable(w.copy(), name=f"p{i}") for i, (w, _) in enumerate(pairs)]
+    optimizer = RMSProp(clipNorm=1.0)
+    optimizer.setupOn(variables, useGlobalState=True)
+    for var, (_, g) in zip(variables, pairs):
+        var.grad[...] = backends.current().to_device(g)
+    assert optimizer.update()
+    bucket = optimizer.buckets[0]
+    assert bucket.kernelLayout is bucket.layout and bucket.runLayout.numSegments == 1
+    optimizer = RMSProp()
+    optimizer.setupOn(variables, useGlobalState=True)
+    for var, (_, g) in zip(variables, pairs):
+        var.grad[...] = backends.current().to_device(g)
+    variables[2].grad[7] = np.inf
+    before = [host(var.data).copy() for var in variables]
+    with pytest.raises(FloatingPointError, match="variable 'p2'"):
+        optimizer.update()
+    assert all(np.array_equal(host(var.data), b) for var, b in zip(variables, before))
+
+
+def test_the_buffers_a_kernel_streams_through_start_at_distinct_page_offsets(backend_name):
+    """Weights, gradients and each state buffer of a bucket start at different offsets within a page (no 4K
+    aliasing between the kernel's streams), hold their initial values and stay contiguous."""
+    variables = [Variable(np.full(50_000, 0.5, np.float32), name=f"p{i}") for i in range(3)]
+    optimizer = RMSProp(centered=True, momentum=0.9, initialMeanSquare=1.0)
+    optimizer.setupOn(variables, useGlobalState=True)
+    bucket = optimizer.buckets[0]
+    buffers = [bucket.weights(), bucket.grads()] + [bucket.state[name] for name in ("ms", "mg", "mom")]
+    assert all(b.flags.c_contiguous and b.size == 150_000 and b.dtype == np.float32 for b in buffers)
+    offsets = [b.ctypes.data % 4096 for b in buffers]
+    assert len(set(offsets)) == 5 and all(offset % 64 == 0 for offset in offsets)
+    assert (bucket.weights() == 0.5).all() and (bucket.state["ms"] == 1.0).all() and not bucket.state["mom"].any()

@@ -13,6 +13,7 @@ from puzzle_rms.bench.goals import format_goals, goal_checks, state_goal_checks
 from puzzle_rms.bench.report import format_case, format_header, load_average, machine_info, write_json
 from puzzle_rms.bench.runner import run_case
 from puzzle_rms.bench.startup import format_startup, numba_startup
+from puzzle_rms.bench.train import format_train_case, train_case, train_shapes
 from puzzle_rms.gpu_check import main as gpu_check
 from puzzle_rms.bench.state_case import STATE_SIZES, TINY_STATE_SIZES, format_state, run_state
 
@@ -58,9 +59,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backends", type=_csv(_choices(("numpy", "numba", "cupy"), "backend")),
                         help="comma-separated backends to time (default: every usable one)")
-    parser.add_argument("--cases", type=_csv(_choices(CASE_CHOICES, "case family")), default=list(CASE_CHOICES),
+    parser.add_argument("--cases", type=_csv(_choices(CASE_CHOICES + ("train",), "case family")),
+                        default=list(CASE_CHOICES) + ["train"],
                         help="case families: single, multi, fp16, sparse, state (float32 vs bfloat16 vs 8-bit "
-                             "optimizer state, and a quality run) (default: all)")
+                             "optimizer state, and a quality run), train (default: all)")
     parser.add_argument("--state-sizes", type=_csv(parse_size),
                         help="parameters of the state case (default 16M,64M)")
     parser.add_argument("--variants", type=_csv(_choices(VARIANTS, "variant")), default=list(VARIANTS),
@@ -69,6 +71,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="parameters of the single-tensor cases (default 1M,16M,64M)")
     parser.add_argument("--tensors", type=_csv(parse_shape),
                         help="COUNTxSIZE multi-tensor cases (default 200x1000,2000x100)")
+    parser.add_argument("--widths", type=_csv(parse_size),
+                        help="hidden widths W of the train case's MLP 256-W-W-1 (default 64,512,2048)")
+    parser.add_argument("--batches", type=_csv(parse_size), help="batch sizes of the train case (default 64,256)")
     parser.add_argument("--repeat", type=int, help="timed rounds per row (default 11; tiny 3)")
     parser.add_argument("--warmup", type=int, help="untimed calls per row first (default 2; tiny 1)")
     parser.add_argument("--min-time", type=float,
@@ -88,6 +93,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     args.sizes = args.sizes or list(TINY_SIZES if tiny else DEFAULT_SIZES)
     args.state_sizes = args.state_sizes or list(TINY_STATE_SIZES if tiny else STATE_SIZES)
     args.tensors = args.tensors or list(TINY_TENSORS if tiny else DEFAULT_TENSORS)
+    args.trainShapes = train_shapes(args.widths, args.batches, tiny)
     args.embedding = TINY_EMBEDDING if tiny else DEFAULT_EMBEDDING
     args.fp16Size = TINY_SIZES[0] if tiny else FP16_SIZE
     args.repeat = args.repeat if args.repeat is not None else (3 if tiny else 11)
@@ -143,6 +149,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         report["cases"].append(result.summary())
         del result
         gc.collect()
+    if "train" in args.cases:
+        for index, (width, batch) in enumerate(args.trainShapes, 1):
+            if not args.quiet:
+                print(f"[train {index}/{len(args.trainShapes)}] MLP width {width}, batch {batch}", file=sys.stderr,
+                      flush=True)
+            report["cases"].append(train_case(width, batch, names, torch, args.repeat, args.warmup, args.min_time,
+                                              args.seed, progress))
     if "state" in args.cases:
         if not args.quiet:
             print("[state] float32 vs bfloat16 vs 8-bit optimizer state", file=sys.stderr, flush=True)
@@ -154,7 +167,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if report["startup"] is not None:
         print(format_startup(report["startup"]))
     for summary in report["cases"]:
-        print(format_case(summary))
+        print(format_train_case(summary) if summary["family"] == "train" else format_case(summary))
     if report.get("state") is not None:
         print(format_state(report["state"]))
     report["targets"] = goal_checks(report["cases"]) + state_goal_checks(report.get("state"))  # JSON key kept

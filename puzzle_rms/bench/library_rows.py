@@ -41,7 +41,7 @@ def optimizer_rows(case: Case, backendName: str, arrays: list[tuple[np.ndarray, 
 
     def kernel() -> None:
         backend.rmsprop_update(bucket.weights(), bucket.grads(), state["ms"], state.get("mg"), state.get("mom"),
-                               bucket.layout, segParams, hyper)
+                               bucket.kernelLayout, segParams, hyper)
 
     rows = [Row("raw kernel (Backend.rmsprop_update)", device, "kernel", backendName, kernel, stepBytes, subject,
                 state="global"),

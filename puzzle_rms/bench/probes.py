@@ -2,7 +2,9 @@
 
 Numba on the CPU; on the GPU a CuPy kernel, and a device copy of the same bytes. The arithmetic is trivial
 and bounded, so the probe's time is the memory traffic alone. STREAM triad would not do: it pays
-write-allocate, which an in-place update does not.
+write-allocate, which an in-place update does not. The CPU probe gets what the library's kernels get: its
+buffers at staggered page offsets (``Backend.stream_buffer``) and the threads the threading policy gives
+its size.
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from typing import Callable, Optional
 import numpy as np
 
 from puzzle_rms import backends
+from puzzle_rms.backends.backend import Backend
+from puzzle_rms.backends.threads import kernel_threads
 from puzzle_rms.bench.cases import STATE_BUFFERS, Case
 from puzzle_rms.bench.timing import Row
 
@@ -49,13 +53,17 @@ def cpu_probe(case: Case, n: int) -> Optional[Row]:
     """The fused-pattern probe over ``n`` elements, or None without Numba (NumPy cannot fuse a loop)."""
     if backends.unavailable_reason("numba") is not None:
         return None
+    import numba
+
     plain, centeredMomentum = _numba_probes()
-    buffers = [np.full(n, 0.5, np.float32) for _ in range(2 + STATE_BUFFERS[case.variant])]
+    host = Backend()
+    buffers = [host.stream_buffer(n, np.float32, 0.5, i) for i in range(2 + STATE_BUFFERS[case.variant])]
     half = np.float32(0.5)
     call = (lambda: plain(*buffers, half)) if case.variant == "plain" else (lambda: centeredMomentum(*buffers, half))
     reads, writes = len(buffers), len(buffers) - 1
+    threads = kernel_threads(n)
     return Row(f"probe: fused {reads} reads + {writes} writes (numba)", "cpu", "probe", "numba", call,
-               n * case.bytesPerParam)
+               n * case.bytesPerParam, activate=lambda: numba.set_num_threads(threads))
 
 
 def gpu_probes(case: Case, n: int) -> list[Row]:

@@ -23,8 +23,11 @@ from puzzle_rms.optimizers.rmsprop import RMSProp
 from puzzle_rms.variable import Variable
 imported = time.perf_counter()
 firsts = {}
-# a small model runs the serial kernels, a large one the parallel ones: each first update loads or compiles its own
+# a small model runs the serial kernels, a large one on two threads asked for the parallel ones: each first update
+# loads or compiles its own
 for label, size in (("small", 1000), ("large", 1 << 17)):
+    if label == "large":
+        backends.setNumThreads(2)
     variables = [Variable(np.ones(size, np.float32)), Variable(np.ones(10, np.float32))]
     optimizer = RMSProp(1e-3, nonFinite="raise")
     optimizer.setupOn(variables, useGlobalState=True)

@@ -115,7 +115,7 @@ class Graph(Module):
 
         ``updGrad=False`` skips the input nodes' dL/dx. See :meth:`Module.backward` for the arguments.
         """
-        grad = self._checkedGrad(grad)
+        grad = self._checkedGrad(grad, updParamGrads, updGrad)
         grads: dict[int, Any] = {}  # id(node) -> dL/d(output): an array, or a list (None: no gradient yet)
 
         def accumulate(node: Node, slots: Optional[list[int]], g: Any) -> None:

@@ -34,7 +34,7 @@ class Parallel(Sequential):
                  momentum: float = 1.0) -> list:
         """Each child's backward on its gradient; see :meth:`Module.backward` for the arguments."""
         self._checkList("grad", grad)
-        grad = self._checkedGrad(grad)
+        grad = self._checkedGrad(grad, updParamGrads, updGrad)
         self.grad = [module.backward(g, updParamGrads=updParamGrads, updGrad=updGrad, scale=scale, momentum=momentum)
                      for module, g in zip(self.modules.values(), grad)]
         return self.grad

@@ -83,7 +83,7 @@ class Sequential(Module):
         ``updGrad=False`` skips only the first module's dL/dx (the gradient of the chain's input).
         See :meth:`Module.backward` for the arguments.
         """
-        grad = self._checkedGrad(grad)
+        grad = self._checkedGrad(grad, updParamGrads, updGrad)
         children = list(self.modules.values())
         for index in range(len(children) - 1, -1, -1):
             grad = children[index].backward(grad, updParamGrads=updParamGrads, updGrad=updGrad or index > 0,

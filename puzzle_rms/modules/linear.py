@@ -5,6 +5,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from puzzle_rms import backends
 from puzzle_rms.modules.init_scheme import createTensorWithScheme
 from puzzle_rms.modules.module import Module, writeGrad
 from puzzle_rms.validation import check_bool, check_real, check_rng, check_size
@@ -61,15 +62,15 @@ class Linear(Module):
     def updateData(self, data: Any) -> Any:
         if data.ndim != 2 or data.shape[1] != self.insize:
             raise ValueError(f"{self!r}: input of shape {tuple(data.shape)}, expected (batch, {self.insize})")
-        y = data @ self.W
+        y = backends.current().matmul(data, self.W)
         if self.useBias:
             y += self.b
         return y
 
     def updateGrad(self, grad: Any) -> Any:
-        return grad @ self.W.T
+        return backends.current().matmul(grad, self.W.T)
 
     def accGradParams(self, grad: Any, scale: float = 1.0, momentum: float = 0.0) -> None:
-        writeGrad(self.vars["W"].grad, self.inData.T @ grad, scale, momentum)
+        writeGrad(self.vars["W"].grad, backends.current().matmul(self.inData.T, grad), scale, momentum)
         if self.useBias:
             writeGrad(self.vars["b"].grad, grad.sum(axis=0), scale, momentum)

@@ -16,7 +16,7 @@ import numpy as np
 from puzzle_rms import backends, puzzlelib_hdf
 from puzzle_rms.backends.gpuarray import withGet
 from puzzle_rms.checkpoint import loadModule, saveModule
-from puzzle_rms.validation import check_optional_str
+from puzzle_rms.validation import check_bool, check_optional_str
 from puzzle_rms.variable import Variable
 
 
@@ -105,16 +105,19 @@ class Module:
         -------
         dL/dx (also kept in ``self.grad``), or None when ``updGrad`` is False.
         """
-        grad = self._checkedGrad(grad)
+        grad = self._checkedGrad(grad, updParamGrads, updGrad)
         self.grad = _withGet(self.updateGrad(grad)) if updGrad else None
         if updParamGrads and self.train:
             self.accGradParams(grad, scale=scale, momentum=momentum)
         return self.grad
 
-    def _checkedGrad(self, grad: Any) -> Any:
-        """``grad`` on the backend in ``calctype``, once its shape matches the last output's."""
+    def _checkedGrad(self, grad: Any, updParamGrads: bool, updGrad: bool) -> Any:
+        """``grad`` on the backend in ``calctype``, once its shape matches the last output's and the flags are bools."""
         if self.data is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
+        for name, flag in (("updParamGrads", updParamGrads), ("updGrad", updGrad)):
+            if flag is not True and flag is not False:
+                check_bool(f"{self!r}.backward", name, flag)
         grad = self._toCalc(grad, "grad")
         if _shapes(grad) != _shapes(self.data):
             raise ValueError(f"{self!r}: grad of shape {_shapes(grad)} does not match the output's shape "
@@ -146,8 +149,10 @@ class Module:
             raise TypeError(f"{self!r}: {what} must be an array (a list only of arrays, one per input of a multi-input "
                             f"module), got {got}; convert it with np.asarray(value, dtype=np.float32)")
         backend = backends.current()
-        x = x if backend.owns(x) else backend.to_device(x)
-        return x.astype(self.calctype, copy=False) if x.dtype.kind == "f" else x
+        if not backend.owns(x):
+            x = backend.to_device(x)
+        dtype = x.dtype
+        return x if dtype == self.calctype or dtype.kind != "f" else x.astype(self.calctype)
 
     # --- parameters -----------------------------------------------------------------------------
     def namedVariables(self) -> dict[str, Variable]:

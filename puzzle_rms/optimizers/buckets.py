@@ -72,24 +72,33 @@ class Bucket:
         if self.lazyRows:
             denseSizes[self.rowSegments] = 0
         self.layout = backend.make_layout(denseSizes, self.offsets)
+        self._denseSizes = denseSizes
         self._denseRuns = _runs(self.offsets, denseSizes)
+        self.runLayout = backend.make_layout([stop - start for start, stop in self._denseRuns],
+                                             [start for start, _ in self._denseRuns])
+        self.kernelLayout = self.layout
+        self._coalescing: Any = None  # (segments merged into their predecessor, run layout, first segment of each run)
         self.segGroup = np.asarray(groups, dtype=np.int64)
         self.segMult = np.array([float(v.learnRate) for v in variables])
         self._multVersion = learn_rate_version()
         self.segDecay = np.asarray(decays, dtype=np.float64)
+        # each buffer a kernel streams through starts at its own offset within a page (stream_buffer)
         if flat:
-            self.w = backend.zeros(self.size, self.dtype)
-            self.g = backend.zeros(self.size, self.dtype)
+            self.w = backend.stream_buffer(self.size, self.dtype, 0.0, 0)
+            self.g = backend.stream_buffer(self.size, self.dtype, 0.0, 1)
             for var, offset, size in zip(variables, self.offsets.tolist(), self.sizes.tolist()):
                 var.pin(self.w[offset:offset + size].reshape(var.shape),
                         self.g[offset:offset + size].reshape(var.shape), owner=self)
-        self.state = {name: backend.full(self.size, value, self.stateDtype) for name, value in stateInit.items()}
+        self.state = {name: backend.stream_buffer(self.size, self.stateDtype, value, 2 + i)
+                      for i, (name, value) in enumerate(stateInit.items())}
         if masterWeights and self.dtype == np.float16:
-            self.state["master"] = backend.empty(self.size, np.float32)
+            self.state["master"] = backend.stream_buffer(self.size, np.float32, 0.0, 2 + len(stateInit))
             backend.copy_cast(self.state["master"], self.weights())
         self._segKey: Any = None
         self._segParams: Any = None
         self._bindings = binding_version()
+        self._table: Optional[np.ndarray] = None  # the last per-segment table (host)
+        self._segmentParams: Any = None
 
     # --- flat views -----------------------------------------------------------------------------
     def weights(self) -> Any:
@@ -172,10 +181,15 @@ class Bucket:
     # --- per-segment parameters -----------------------------------------------------------------
     def segParams(self, groupLr: np.ndarray, groupWd: np.ndarray, groupWdd: np.ndarray,
                   clipFactors: Optional[np.ndarray]) -> Any:
-        """The kernel's ``(segments, 4)`` table ``[lr, wd, wScale, gradScale]``; re-uploaded only when it changed.
+        """The kernel's table ``[lr, wd, wScale, gradScale]`` for :attr:`kernelLayout`, which it also sets;
+        re-uploaded only when it changed.
 
-        ``lr = groupLr * Variable.learnRate``, ``wd`` is the coupled decay, ``wScale = 1 - lr * decoupledDecay``.
-        The Variables' multipliers are read again only when some ``learnRate`` was assigned since.
+        Per segment, ``lr = groupLr * Variable.learnRate``, ``wd`` is the coupled decay, ``wScale = 1 - lr *
+        decoupledDecay``. Adjacent segments with equal rows are coalesced into one run (one row, blocks of
+        ``blockElems`` across the segments), so that many small tensors with the same settings cost what one
+        tensor of their total size costs; :attr:`segmentParams` keeps the per-segment table. With clipping
+        factors (which differ per segment) the kernel runs per segment. The Variables' multipliers are read
+        again only when some ``learnRate`` was assigned since.
         """
         if self._multVersion != learn_rate_version():
             self.segMult = np.array([float(v.learnRate) for v in self.variables])
@@ -190,7 +204,12 @@ class Bucket:
         table[:, 1] = groupWd[self.segGroup] * self.segDecay
         table[:, 2] = 1.0 - lr * groupWdd[self.segGroup] * self.segDecay
         table[:, 3] = 1.0 if clipFactors is None else clipFactors
-        self._segParams = self.backend.seg_params(table, self.stateDtype)
+        self._table, self._segmentParams = table, None
+        if clipFactors is None:
+            self.kernelLayout, runFirst = self._coalesce(table)
+            self._segParams = self.backend.seg_params(table[runFirst], self.stateDtype)
+        else:
+            self.kernelLayout, self._segParams = self.layout, self.segmentParams
         self._segKey = None if clipFactors is not None else key
         return self._segParams
 
@@ -210,6 +229,33 @@ class Bucket:
                                    f"(another optimizer's setupOn(useGlobalState=True) took it, or it was released), "
                                    f"so an update would change nothing; nothing was updated. Call setupOn again")
         self._bindings = binding_version()
+
+    @property
+    def segmentParams(self) -> Any:
+        """The per-segment table of the last :meth:`segParams` call, where the kernels read it."""
+        if self._segmentParams is None:
+            self._segmentParams = self.backend.seg_params(self._table, self.stateDtype)
+        return self._segmentParams
+
+    def nonfinite(self) -> np.ndarray:
+        """Whether each segment's dense gradient holds a NaN or an infinity: one pass over the runs of
+        back-to-back segments, and a second, per segment, only when it found one (to name the variable)."""
+        if not self.backend.segment_nonfinite(self.grads(), self.runLayout).any():
+            return np.zeros(self.sizes.size, dtype=bool)
+        return self.backend.segment_nonfinite(self.grads(), self.layout)
+
+    def _coalesce(self, table: np.ndarray) -> tuple[Any, np.ndarray]:
+        """The layout of runs of back-to-back non-empty segments with equal ``table`` rows, and each run's
+        first segment; rebuilt only when which segments merge changes (not when a schedule moves lr)."""
+        present = np.flatnonzero(self._denseSizes)
+        merged = ((table[present[1:]] == table[present[:-1]]).all(axis=1)
+                  & (self.offsets[present[1:]] == self.offsets[present[:-1]] + self._denseSizes[present[:-1]]))
+        if self._coalescing is None or not np.array_equal(self._coalescing[0], merged):
+            starts = np.concatenate(([True], ~merged)) if present.size else np.zeros(0, dtype=bool)
+            runFirst = present[starts]
+            runSizes = np.add.reduceat(self._denseSizes[present], np.flatnonzero(starts)) if present.size else []
+            self._coalescing = (merged, self.backend.make_layout(runSizes, self.offsets[runFirst]), runFirst)
+        return self._coalescing[1], self._coalescing[2]
 
     def release(self) -> None:
         """Give the Variables this bucket still holds private copies again (the flat buffers stay with it)."""
@@ -244,6 +290,11 @@ class RowsView:
                                     [indices.shape[0] for _, indices, _ in parts])
         self._rowSegmentDevice = backend.xp.asarray(self.rowSegment)
 
+    @property
+    def kernelLayout(self) -> Any:
+        """One segment per row (the kernels' layout for these rows)."""
+        return self.layout
+
     def weights(self) -> Any:
         return self.bucket.weights()
 
@@ -254,6 +305,13 @@ class RowsView:
         """Per segment of the bucket, the sum of ``perRow`` (one value per listed row, e.g. the rows' sums of
         squares from ``segment_sumsq(grads(), layout)``) over its rows; zero for segments without rows."""
         return np.bincount(self.rowSegment, weights=perRow, minlength=self.bucket.sizes.size)
+
+    def segmentNonfinite(self) -> np.ndarray:
+        """Whether the rows of each segment of the bucket hold a NaN or an infinity (False without rows)."""
+        perRow = self.bucket.backend.segment_nonfinite(self.g, self.layout)
+        bad = np.zeros(self.bucket.sizes.size, dtype=bool)
+        bad[self.rowSegment[perRow]] = True
+        return bad
 
     def segParams(self, bucketParams: Any) -> Any:
         """The bucket's per-segment parameter table repeated for each row's segment."""

@@ -12,8 +12,9 @@ and ``skippedSteps``, :meth:`lossScaleState` and :meth:`hyperparameters` are
 what a checkpoint writes, and :meth:`loadState` takes them back, validated.
 
 Per update, the host work is scalar or per group, never per element: one
-``segment_sumsq`` reduction pass per bucket when the check or clipping needs
-it, then one kernel call per bucket (one per dtype with global state).
+reduction pass per bucket (``segment_sumsq`` when clipping needs the norms,
+else the overflow-free ``segment_nonfinite`` for the check), then one kernel
+call per bucket (one per dtype with global state).
 """
 from __future__ import annotations
 
@@ -486,14 +487,14 @@ class Optimizer:
             if self.nonFinite != "ignore" or dynamic:  # check before the clip would turn inf into the limit
                 raw = [_rowless_norms(self.backend.segment_sumsq(bucket.grads(), bucket.layout)
                                       + bucket.pendingRowSumsq()) for bucket in self.buckets]
-                if not self._finite(raw, dynamic):
+                if not self._finite([np.isnan(n) for n in raw], dynamic):
                     return False
             for bucket in self.buckets:
                 bucket.clipGrads(preClip / gradScale)
-        needSums = self.nonFinite != "ignore" or dynamic or self.clipNorm is not None or self.globalClipNorm is not None
+        needNorms = self.clipNorm is not None or self.globalClipNorm is not None
         occurrences = self.sparseDuplicates != "sum"
         sums = None
-        if needSums and occurrences:  # every row occurrence on its own, before repeated rows are summed
+        if needNorms and occurrences:  # every row occurrence on its own, before repeated rows are summed
             sums = [self.backend.segment_sumsq(bucket.grads(), bucket.layout) + bucket.pendingRowSumsq()
                     for bucket in self.buckets]
         squares = [bucket.pendingRowSquares() if self.sparseDuplicates == "square-per-occurrence" else None
@@ -504,7 +505,7 @@ class Optimizer:
                 self.nodeinfo.allreduceMean(bucket.grads(), f"gradient mean of the {bucket.dtype} bucket, "
                                                             f"update {self.t + 1}")
         norms = None
-        if needSums:
+        if needNorms:  # the norms also tell finiteness
             if sums is None:  # one reduction pass per buffer, all results to the host at once
                 rowPairs = [(rows.grads(), rows.layout) for rows in rowViews if rows is not None]
                 allSums = self.backend.segment_sumsq_many([(b.grads(), b.layout) for b in self.buckets] + rowPairs)
@@ -515,7 +516,12 @@ class Optimizer:
                          for bucket, rows, bucketSums in zip(self.buckets, rowViews, sums)]
             else:
                 norms = [_rowless_norms(bucketSums) for bucketSums in sums]
-            if not self._finite(norms, dynamic):
+            if not self._finite([np.isnan(n) for n in norms], dynamic):
+                return False
+        elif self.nonFinite != "ignore" or dynamic:  # an exponent-bit test: no norms, nothing to overflow
+            bad = [bucket.nonfinite() | (False if rows is None else rows.segmentNonfinite())
+                   for bucket, rows in zip(self.buckets, rowViews)]
+            if not self._finite(bad, dynamic):
                 return False
         globalFactor = 1.0
         if self.globalClipNorm is not None:
@@ -535,7 +541,7 @@ class Optimizer:
             segParams = bucket.segParams(groupLr, groupWd, groupWdd, clipFactors)
             self.step(bucket, segParams, gradScale * globalFactor)
             if rows is not None:
-                self.step(rows, rows.segParams(segParams), gradScale * globalFactor)
+                self.step(rows, rows.segParams(bucket.segmentParams), gradScale * globalFactor)
             if "master" in bucket.state:
                 self.backend.copy_cast(bucket.weights(), bucket.state["master"])
         self.t += 1
@@ -543,20 +549,21 @@ class Optimizer:
             self.lossScale.record(True)
         return True
 
-    def _finite(self, norms: list[np.ndarray], dynamic: bool) -> bool:
-        """Whether every gradient is finite (no NaN norm); otherwise raise or record the skip, per the policy."""
-        if not any(np.isnan(n).any() for n in norms):
+    def _finite(self, bad: list[np.ndarray], dynamic: bool) -> bool:
+        """Whether every gradient is finite (``bad``: per bucket, per segment, whether it is not); otherwise
+        raise or record the skip, per the policy."""
+        if not any(b.any() for b in bad):
             return True
         if dynamic:
             self.lossScale.record(False)
         elif self.nonFinite == "ignore":
             return True
         elif self.nonFinite == "raise":
-            bad = {id(bucket.variables[i]) for bucket, n in zip(self.buckets, norms)
-                   for i in np.flatnonzero(np.isnan(n)).tolist()}
+            offending = {id(bucket.variables[i]) for bucket, b in zip(self.buckets, bad)
+                         for i in np.flatnonzero(b).tolist()}
             # the first in the order setupOn was given, the same in local and global state
             first = next(name for group in self.groups for name, var in zip(group.names, group.variables)
-                         if id(var) in bad)
+                         if id(var) in offending)
             raise NonFiniteGradientError(
                 f"{type(self).__name__}.update: the gradient of variable {first!r} is not finite (NaN or inf); "
                 f"nothing was updated. Pass nonFinite='skip' to skip such steps.")

@@ -114,14 +114,6 @@ def _ema_start(obj: Any, owner: str, name: str, value: Any) -> str:
     return check_choice(owner, name, value, ("first-update", "initial-weights"))
 
 
-def _state_dtype(obj: Any, owner: str, name: str, value: Any) -> str:
-    """stateDtype ("8bit" is "int8"): it decides the state buffers, so it is fixed once set up."""
-    value = check_choice(owner, name, STATE_DTYPE_ALIASES.get(value, value) if isinstance(value, str) else value,
-                         STATE_DTYPES)
-    fixed_after_setup(obj, owner, name, value != _current(obj, name, value))
-    return value
-
-
 # Two valid values of each preset argument kind: translating both shows which RMSProp option an argument sets.
 _SAMPLES = {"lr": (0.01, 0.02), "decay": (0.5, 0.6), "momentum": (0.5, 0.6), "eps": (0.01, 0.02),
             "eps0": (0.01, 0.02), "nonneg": (0.01, 0.02), "positive": (0.5, 2.0), "bool": (False, True)}
@@ -149,6 +141,18 @@ def _framework_hint(keyword: str) -> Optional[str]:
     example = "torch" if "torch" in frameworks else frameworks[0]
     return (f"{meant}{keyword!r} is the name in {', '.join(frameworks)}: RMSProp.like({example!r}, {keyword}=...) "
             f"takes that framework's argument names and defaults")
+
+
+def _state_dtype(obj: Any, owner: str, name: str, value: Any) -> str:
+    """stateDtype: "float32", "bfloat16" or "int8" (aliases allowed); it decides the state buffers."""
+    value = check_choice(owner, name, STATE_DTYPE_ALIASES.get(value, value) if isinstance(value, str) else value,
+                         STATE_DTYPES)
+    fixed_after_setup(obj, owner, name, value != _current(obj, name, value))
+    return value
+
+
+def _state_seed(obj: Any, owner: str, name: str, value: Any) -> int:
+    return check_int(owner, name, value, 0)
 
 
 class RMSProp(Optimizer):
@@ -239,8 +243,7 @@ class RMSProp(Optimizer):
     Every hyperparameter may be assigned after construction (``opt.factor = 0.95``); the assignment is
     checked with the constructor's message and a bad value leaves the old one. ``momentum`` (zero or not),
     ``centered``, ``masterWeights`` (``useMasterWeights``), ``weightDecay``, ``decoupledWeightDecay``,
-    ``decayFilter``, ``sparseUpdate`` and ``stateDtype`` decide what setupOn builds: after setupOn they raise
-    unless unchanged.
+    ``decayFilter`` and ``sparseUpdate`` decide what setupOn builds: after setupOn they raise unless unchanged.
     """
 
     ATTRS = ("learnRate", "factor", "epsilon")
@@ -277,7 +280,7 @@ class RMSProp(Optimizer):
     emaOverwriteFrequency = Checked(_optional_int)
     emaStart = Checked(_ema_start)
     stateDtype = Checked(_state_dtype)
-    stateSeed = Checked(lambda obj, owner, name, value: check_int(owner, name, value, 0))
+    stateSeed = Checked(_state_seed)
 
     def __init__(self, learnRate: Any = 1e-3, factor: float = 0.9, epsilon: float = 1e-5, nodeinfo: Any = None,
                  *, epsInSqrt: bool = False, momentum: float = 0.0, lrInMomentum: bool = True,
@@ -464,10 +467,14 @@ class RMSProp(Optimizer):
         hyper = self.hyper(gradScale, self.t + 1)
         if self.stateDtype == "float32":
             self.backend.rmsprop_update(weights, bucket.grads(), state["ms"], state.get("mg"), state.get("mom"),
-                                        bucket.layout, segParams, hyper)
+                                        bucket.kernelLayout, segParams, hyper)
             return
-        owner = bucket.bucket if isinstance(bucket, RowsView) else bucket
-        self._compressed[id(owner)].update(weights, bucket.grads(), state, bucket.layout, segParams, hyper,
+        # compressed state keeps its per-segment blocks and scales: the per-segment layout and table, not the
+        # coalesced runs of kernelLayout
+        rows = isinstance(bucket, RowsView)
+        owner = bucket.bucket if rows else bucket
+        self._compressed[id(owner)].update(weights, bucket.grads(), state, bucket.layout,
+                                           segParams if rows else bucket.segmentParams, hyper,
                                            state_keys(self.stateSeed, self.t + 1), self.backend)
 
     # --- compressed state -----------------------------------------------------------------------

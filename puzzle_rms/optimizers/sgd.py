@@ -26,6 +26,6 @@ class SGD(Optimizer):
 
     def step(self, bucket: Bucket, segParams: Any, gradScale: float) -> None:
         weights = bucket.state["master"] if "master" in bucket.state else bucket.weights()
-        self.backend.sgd_update(weights, bucket.grads(), bucket.state.get("mom"), bucket.layout, segParams,
+        self.backend.sgd_update(weights, bucket.grads(), bucket.state.get("mom"), bucket.kernelLayout, segParams,
                                 hyper_vector(gradScale=gradScale, mu=self.momRate,
                                              nesterov=1.0 if self.nesterov else 0.0))
