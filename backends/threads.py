@@ -32,7 +32,7 @@ from typing import Any, Optional, Union
 ENV_VAR = "PUZZLE_RMS_THREADS"
 AUTO_MIN_ELEMENTS_PER_THREAD = 1 << 22
 ASKED_MIN_ELEMENTS_PER_THREAD = 1 << 15
-AUTO_MIN_FLOPS_PER_THREAD = 1 << 28  # a few ms of one core's matrix product
+AUTO_MIN_FLOPS_PER_THREAD = 1 << 26  # a few ms of one core's matrix product (measured: 2^28 left W=512 behind torch)
 _OPENBLAS_CALLS = tuple((f"{prefix}_set_num_threads{suffix}", f"{prefix}_get_num_threads{suffix}")
                         for prefix in ("scipy_openblas", "openblas") for suffix in ("64_", ""))
 
