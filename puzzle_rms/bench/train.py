@@ -41,6 +41,14 @@ class PhaseClock:
         self.seconds = dict.fromkeys(PHASES, 0.0)
         self.steps = 0
 
+    def record(self, start: float, forward: float, backward: float, end: float) -> None:
+        """Add one step whose phases ended at ``forward``, ``backward`` and ``end`` (``perf_counter`` times)."""
+        seconds = self.seconds
+        seconds["forward"] += forward - start
+        seconds["backward"] += backward - forward
+        seconds["update"] += end - backward
+        self.steps += 1
+
     def perStepMs(self) -> dict[str, float]:
         return {phase: 1e3 * s / max(self.steps, 1) for phase, s in self.seconds.items()}
 
@@ -91,12 +99,7 @@ def puzzle_step(backendName: str, width: int, batch: int, seed: int) -> tuple[Ca
         net.backward(grad, updGrad=False)
         backward = clockTime()
         optimizer.update()
-        end = clockTime()
-        seconds = clock.seconds
-        seconds["forward"] += forward - start
-        seconds["backward"] += backward - forward
-        seconds["update"] += end - backward
-        clock.steps += 1
+        clock.record(start, forward, backward, clockTime())
         return error
 
     return step, net, clock
@@ -127,12 +130,7 @@ def torch_step(torch: Any, width: int, batch: int, seed: int) -> tuple[Callable[
         loss.backward()
         backward = clockTime()
         optimizer.step()
-        end = clockTime()
-        seconds = clock.seconds
-        seconds["forward"] += forward - start
-        seconds["backward"] += backward - forward
-        seconds["update"] += end - backward
-        clock.steps += 1
+        clock.record(start, forward, backward, clockTime())
         return loss.item()
 
     return step, net, clock
