@@ -19,15 +19,11 @@ class Abs(Cost):
     def checkDataShape(self, pred: Any, target: Any) -> None:
         checkSameShape("Abs", pred, target)
 
-    def _diff(self, pred: Any, target: Any) -> Any:
-        calctype = self.calctype(pred)
-        return pred.astype(calctype, copy=False) - target.astype(calctype, copy=False)
-
     def calcErrorAndGrad(self, pred: Any, target: Any) -> tuple[float, Any]:
-        diff = self._diff(pred, target)
+        diff = self.difference(pred, target)
         grad = backends.current().xp.sign(diff) / diff.size
         return float(abs(diff).sum()) / diff.size * pred.shape[0], grad.astype(pred.dtype, copy=False)
 
     def calcVal(self, pred: Any, target: Any) -> float:
-        diff = self._diff(pred, target)
+        diff = self.difference(pred, target)
         return float(abs(diff).sum()) / diff.size

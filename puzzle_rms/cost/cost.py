@@ -79,6 +79,11 @@ class Cost:
         """The dtype the error is computed in: float32 for float16 predictions, else the predictions' own."""
         return backends.current().xp.result_type(pred.dtype, backends.current().xp.float32)
 
+    def difference(self, pred: Any, target: Any) -> Any:
+        """``pred - target`` in :meth:`calctype` (the elementwise costs' common first step)."""
+        calctype = self.calctype(pred)
+        return pred.astype(calctype, copy=False) - target.astype(calctype, copy=False)
+
     def checkDataShape(self, pred: Any, target: Any) -> None:
         """Raise CostError when ``pred`` and ``target`` do not fit each other."""
         raise NotImplementedError

@@ -21,15 +21,11 @@ class MSE(Cost):
     def checkDataShape(self, pred: Any, target: Any) -> None:
         checkSameShape("MSE", pred, target)
 
-    def _diff(self, pred: Any, target: Any) -> Any:
-        calctype = self.calctype(pred)
-        return pred.astype(calctype, copy=False) - target.astype(calctype, copy=False)
-
     def calcErrorAndGrad(self, pred: Any, target: Any) -> tuple[float, Any]:
-        diff = self._diff(pred, target)
+        diff = self.difference(pred, target)
         error = float(backends.current().xp.vdot(diff, diff)) / (2 * diff.size)
         return error * pred.shape[0], (diff / diff.size).astype(pred.dtype, copy=False)
 
     def calcVal(self, pred: Any, target: Any) -> float:
-        diff = self._diff(pred, target)
+        diff = self.difference(pred, target)
         return float(backends.current().xp.vdot(diff, diff)) / (2 * diff.size)

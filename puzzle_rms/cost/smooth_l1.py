@@ -22,8 +22,7 @@ class SmoothL1(Cost):
 
     def _terms(self, pred: Any, target: Any) -> tuple[Any, Any]:
         xp = backends.current().xp
-        calctype = self.calctype(pred)
-        diff = pred.astype(calctype, copy=False) - target.astype(calctype, copy=False)
+        diff = self.difference(pred, target)
         size = abs(diff)
         return diff, xp.where(size < 1, 0.5 * diff * diff, size - 0.5)
 
