@@ -169,7 +169,8 @@ class RMSProp(Optimizer):
         w  -= lr * g / den                                     (momentum == 0)
         mom = momentum * mom + lr * g / den ; w -= mom         (lrInMomentum, TF/Keras/MindSpore/MXNet)
         mom = momentum * mom + g / den ;      w -= lr * mom    (not lrInMomentum, PyTorch)
-        w  -= lr * g / den + momentum * mom                    (nesterov, optax; lr inside mom)
+        w  -= lr * g / den + momentum * mom                    (nesterov with lrInMomentum, optax: instead of w -= mom)
+        w  -= lr * (g / den + momentum * mom)                  (nesterov, not lrInMomentum: instead of w -= lr * mom)
         w   = clip(w, -clipWeights, clipWeights)
 
     Parameters
@@ -193,7 +194,8 @@ class RMSProp(Optimizer):
     lrInMomentum : bool
         Whether lr multiplies inside the momentum buffer (True, TF/Keras) or outside (False, PyTorch).
     nesterov : bool
-        Nesterov momentum as optax applies it (needs momentum > 0).
+        Nesterov momentum as optax applies it (needs momentum > 0). With ``lrInMomentum=False`` the buffer
+        holds ``g / den`` and lr multiplies the whole Nesterov step; the two forms agree while lr is constant.
     centered : bool
         Graves' centered variant; the variance is clamped at 0 before the root (a deliberate
         difference: where rounding makes it negative the frameworks give NaN, or with eps inside the
